@@ -1,0 +1,90 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of either.
+
+Everything is written to a temporary sibling first and renamed into place, because a rename within one
+file system is atomic on POSIX; a kill -9 mid-write leaves at most a hidden `.tmp` behind, never a
+truncated file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class OutputError(OSError):
+    """An output location cannot be written (read-only, full disk, not a folder); the message says which."""
+
+
+def _describe(path: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    return f"cannot write {path}: {reason}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder, renamed into place when complete."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OutputError(_describe(path, error)) from error
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(_describe(path, error)) from error
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces `target` whole, on failure it vanishes.
+
+    The old `target` is moved aside and deleted only after the new one is in place, so a crash at any
+    point leaves either the previous folder or the new one under `target` (plus, at worst, a hidden
+    staging or backup folder beside it).
+    """
+    target = Path(target).absolute()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    except OSError as error:
+        raise OutputError(_describe(target, error)) from error
+    try:
+        yield staging
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"cannot write {target}: it exists and is not a folder")
+    backup = None
+    try:
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, backup)
+        os.replace(staging, target)
+    except OSError as error:
+        if backup is not None and not target.exists():
+            os.replace(backup, target)
+        raise OutputError(_describe(target, error)) from error
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""Model bundles: a folder holding `model.keras`, `model.tflite` and `model.json`, which describes them.
+
+A model file never travels alone: `model.json` records the architecture, input format, training command,
+data checksums and measured accuracy, and loading code reads it. This module only locates and describes
+bundles; it imports neither TensorFlow nor LiteRT.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from digitrec.atomic import atomic_write_text
+
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+METADATA_FILE = "model.json"
+MODEL_SUFFIXES = (".keras", ".h5", ".tflite")
+
+# The input every digitrec model takes (and the seed's model took).
+INPUT_FORMAT: dict[str, Any] = {
+    "shape": [28, 28, 1],
+    "dtype": "float32",
+    "range": [0.0, 1.0],
+    "polarity": "white digit on black background (MNIST)",
+    "layout": "digit scaled to fit 20x20, centred by mass in 28x28 (MNIST)",
+}
+
+
+class BundleError(ValueError):
+    """A model path is missing or not a model digitrec can read."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: either may be None (a lone .tflite has no .keras, and vice versa)."""
+
+    keras_path: Path | None
+    tflite_path: Path | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def default_bundle_dir() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("digitrec") / "assets" / "default_model"))
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: unreadable model metadata ({error})") from error
+    if not isinstance(metadata, dict):
+        raise BundleError(f"{path}: model metadata must be a JSON object")
+    return metadata
+
+
+def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
+    atomic_write_text(Path(folder) / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=False) + "\n")
+
+
+def resolve_model(path: str | Path | None) -> ModelSource:
+    """Find the model files for a bundle folder, a `.keras`, a legacy `.h5` or a `.tflite` (None: default)."""
+    if path is None:
+        folder = default_bundle_dir()
+        if not (folder / TFLITE_FILE).is_file() and not (folder / KERAS_FILE).is_file():
+            raise BundleError(
+                "no bundled default model in this installation; pass a model path (digitrec train writes one)"
+            )
+        path = folder
+    path = Path(path).expanduser()
+    if path.is_dir():
+        keras_path, tflite_path = path / KERAS_FILE, path / TFLITE_FILE
+        if not keras_path.is_file() and not tflite_path.is_file():
+            raise BundleError(f"{path}: not a model bundle (no {KERAS_FILE} or {TFLITE_FILE} inside)")
+        return ModelSource(
+            keras_path if keras_path.is_file() else None,
+            tflite_path if tflite_path.is_file() else None,
+            read_metadata(path),
+            str(path),
+        )
+    if not path.exists():
+        raise BundleError(f"{path}: no such model file or bundle folder")
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise BundleError(f"{path}: not a model (expected a bundle folder or a {', '.join(MODEL_SUFFIXES)} file)")
+    # A model file written beside a model.json (as `train` writes them) still gets its metadata.
+    metadata = read_metadata(path.parent) if (path.parent / METADATA_FILE).is_file() else {}
+    if suffix == ".tflite":
+        return ModelSource(None, path, metadata, str(path))
+    return ModelSource(path, None, metadata, str(path))

@@ -1,0 +1,58 @@
+"""Convert a Keras model to LiteRT (`.tflite`) and prove the two give the same answers."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from digitrec.atomic import atomic_write_bytes
+from digitrec.bundle import ModelSource
+from digitrec.runtime import LiteRTClassifier
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+# Float32 LiteRT and Keras differ only by kernel rounding; anything above this is a conversion bug.
+MAX_PROBABILITY_DIFFERENCE = 1e-3
+
+
+class ExportMismatchError(RuntimeError):
+    """The `.tflite` does not reproduce the Keras model's predictions."""
+
+
+def export_tflite(model: keras.Model, path: Path) -> None:
+    """Write `model` as a float32 LiteRT flatbuffer at `path` (atomically)."""
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="digitrec-export-") as tmp:
+        tmp_path = Path(tmp) / "model.tflite"
+        # A fixed (None, 28, 28, 1) signature keeps the batch dimension resizable at run time.
+        signature = [keras.InputSpec(shape=(None, 28, 28, 1), dtype="float32")]
+        model.export(str(tmp_path), format="litert", verbose=False, input_signature=signature)
+        atomic_write_bytes(Path(path), tmp_path.read_bytes())
+
+
+def check_agreement(model: keras.Model, tflite_path: Path, images: np.ndarray) -> float:
+    """Max absolute probability difference between Keras and LiteRT on `images` (N, 28, 28, 1).
+
+    Raises ExportMismatchError if any prediction differs or probabilities drift past the tolerance.
+    """
+    keras_probabilities = np.asarray(model.predict(images, batch_size=256, verbose=0))
+    litert = LiteRTClassifier(ModelSource(None, Path(tflite_path)))
+    litert_probabilities = litert.predict_proba(images)
+    difference = float(np.max(np.abs(keras_probabilities - litert_probabilities))) if len(images) else 0.0
+    disagreements = int(np.sum(keras_probabilities.argmax(1) != litert_probabilities.argmax(1)))
+    log.info("LiteRT vs Keras on %d images: max |dp| = %.2g, %d disagreements", len(images), difference,
+             disagreements)
+    if difference > MAX_PROBABILITY_DIFFERENCE:
+        raise ExportMismatchError(
+            f"{tflite_path}: LiteRT differs from Keras by up to {difference:.3g} in probability"
+            f" ({disagreements} of {len(images)} predictions differ)"
+        )
+    return difference

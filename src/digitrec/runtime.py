@@ -1,0 +1,125 @@
+"""Run a trained model: 28x28 digit images in, class probabilities out.
+
+`LiteRTClassifier` is the serving path: the LiteRT runtime alone, no TensorFlow import, so it starts in
+a fraction of a second and stays small. `KerasClassifier` runs `.keras` / legacy `.h5` files through
+Keras (TensorFlow), for evaluation and for models that were never exported. `load_classifier` picks.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from digitrec.bundle import ModelSource, resolve_model
+
+IMAGE_SHAPE = (28, 28)
+
+
+class Classifier(Protocol):
+    """Anything that maps images (N, 28, 28) float32 in [0, 1] to probabilities (N, 10)."""
+
+    source: ModelSource
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def as_model_batch(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) or (N, 28, 28, 1), any real dtype in [0, 1] -> (N, 28, 28, 1) float32."""
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.ndim == 3:
+        batch = batch[..., np.newaxis]
+    if batch.ndim != 4 or batch.shape[1:] != (*IMAGE_SHAPE, 1):
+        raise ValueError(f"expected images of shape (N, 28, 28[, 1]), got {batch.shape}")
+    return batch
+
+
+class LiteRTClassifier:
+    """A `.tflite` model on the LiteRT interpreter; safe to share between threads.
+
+    A LiteRT interpreter is not thread-safe, so each thread gets its own (they share nothing but the
+    model bytes, and building one takes about a millisecond).
+    """
+
+    def __init__(self, source: ModelSource, num_threads: int = 1) -> None:
+        if source.tflite_path is None:
+            raise ValueError(f"{source.description}: no .tflite model to run")
+        self.source = source
+        self.num_threads = num_threads
+        self._model_bytes = Path(source.tflite_path).read_bytes()
+        self._local = threading.local()
+        self._interpreter()  # fail now, not on the first request, if the file is not a model
+
+    def _interpreter(self) -> Any:
+        interpreter = getattr(self._local, "interpreter", None)
+        if interpreter is None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            try:
+                interpreter = Interpreter(model_content=self._model_bytes, num_threads=self.num_threads)
+            except (ValueError, RuntimeError) as error:
+                raise ValueError(f"{self.source.description}: not a valid LiteRT model ({error})") from error
+            self._local.interpreter = interpreter
+            self._local.batch_size = None
+        return interpreter
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        batch = as_model_batch(images)
+        interpreter = self._interpreter()
+        input_index = interpreter.get_input_details()[0]["index"]
+        if self._local.batch_size != len(batch):
+            interpreter.resize_tensor_input(input_index, batch.shape, strict=False)
+            interpreter.allocate_tensors()
+            self._local.batch_size = len(batch)
+        if len(batch) == 0:
+            return np.zeros((0, 10), np.float32)
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        output_index = interpreter.get_output_details()[0]["index"]
+        return np.array(interpreter.get_tensor(output_index), dtype=np.float32)  # (N, 10), a copy
+
+
+class KerasClassifier:
+    """A `.keras` or legacy `.h5` model run by Keras (imports TensorFlow)."""
+
+    def __init__(self, source: ModelSource) -> None:
+        if source.keras_path is None:
+            raise ValueError(f"{source.description}: no Keras model to run")
+        self.source = source
+        self.model = load_keras_model(source.keras_path)
+        self._lock = threading.Lock()
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        batch = as_model_batch(images)
+        if len(batch) == 0:
+            return np.zeros((0, 10), np.float32)
+        with self._lock:
+            return np.asarray(self.model.predict(batch, batch_size=256, verbose=0), dtype=np.float32)
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a `.keras` or legacy `.h5` model for inference, with a clear error for anything else."""
+    import keras
+
+    from digitrec.augment import _layers
+
+    # Custom layers appear only in training wrappers, but register them so any saved file loads.
+    custom = {cls.__name__: cls for cls in _layers()}
+    try:
+        return keras.models.load_model(path, compile=False, custom_objects=custom)
+    except Exception as error:  # Keras raises many types for a bad file; all mean the same to a user
+        raise ValueError(f"{path}: not a Keras model Keras can load ({type(error).__name__}: {error})") from error
+
+
+def load_classifier(path: str | Path | None = None, *, prefer: str = "litert") -> Classifier:
+    """The classifier for a bundle, `.tflite`, `.keras` or `.h5` (None: the bundled default model).
+
+    `prefer="litert"` runs the `.tflite` when there is one (serving, predicting); `prefer="keras"` runs the
+    Keras file when there is one.
+    """
+    source = resolve_model(path)
+    if source.tflite_path is not None and (prefer == "litert" or source.keras_path is None):
+        return LiteRTClassifier(source)
+    return KerasClassifier(source)
