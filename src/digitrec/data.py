@@ -118,19 +118,20 @@ def ensure_files(config: DataConfig, progress: ProgressFactory | None = None) ->
 
 
 def _read_checked(path: Path, name: str, verify: bool) -> np.ndarray:
+    # Parse before checking the MD5 so a cut-short or non-IDX file is reported as such, not as a mismatch.
     try:
         data = read_bytes(path)
+        array = parse_idx(data, name=str(path))
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from error
+    except IdxError as error:  # corrupt gzip (from read_bytes) as well as a bad IDX structure
+        raise DataError(str(error)) from error
     if verify and md5_hex(data) != MNIST_FILES[name]:
         raise DataError(
             f"{path}: checksum mismatch: MD5 of the uncompressed bytes is {md5_hex(data)}, the canonical"
             f" {name} has {MNIST_FILES[name]} (pass --no-verify to accept non-canonical IDX files)"
         )
-    try:
-        return parse_idx(data, name=str(path))
-    except IdxError as error:
-        raise DataError(str(error)) from error
+    return array
 
 
 def load_split(split: str, config: DataConfig = DataConfig(),

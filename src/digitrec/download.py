@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -99,7 +100,9 @@ def download_verified(urls: Sequence[str], destination: Path, *, expected_md5: s
             os.replace(tmp, destination)
             log.info("downloaded %s from %s", destination.name, url)
             return destination
-        except (OSError, EOFError, zlib.error, ValueError) as error:
+        # http.client.HTTPException is not an OSError: a mirror that answers with something other than
+        # HTTP (BadStatusLine) or cuts a chunked body short (IncompleteRead) must not stop the fallback.
+        except (OSError, EOFError, zlib.error, ValueError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", None) or error
             failures.append(f"{url}: {reason}")
             log.warning("download of %s failed: %s", url, reason)

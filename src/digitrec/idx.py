@@ -7,6 +7,7 @@ big-endian uint32 per dimension, then the data in C order. MNIST uses type 0x08 
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise IdxError(f"{name}: truncated: header needs {header_size} bytes, file has {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[type_code]
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: np.prod in int64 wraps for huge claimed shapes and would accept a short file.
+    expected = header_size + math.prod(shape) * dtype.itemsize
     if len(data) < expected:
         raise IdxError(f"{name}: truncated: shape {shape} needs {expected} bytes, file has {len(data)}")
     if len(data) > expected:
