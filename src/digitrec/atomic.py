@@ -19,6 +19,12 @@ class OutputError(OSError):
     """An output location cannot be written (read-only, full disk, not a folder); the message says which."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _describe(path: Path, error: OSError) -> str:
     reason = error.strerror or str(error)
     return f"cannot write {path}: {reason}"
@@ -33,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as error:
         raise OutputError(_describe(path, error)) from error
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets; these are ordinary files
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
@@ -63,6 +70,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+        staging.chmod(0o777 & ~_umask())
     except OSError as error:
         raise OutputError(_describe(target, error)) from error
     try:

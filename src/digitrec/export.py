@@ -56,3 +56,33 @@ def check_agreement(model: keras.Model, tflite_path: Path, images: np.ndarray) -
             f" ({disagreements} of {len(images)} predictions differ)"
         )
     return difference
+
+
+def complete_bundle(folder: Path, test_images: np.ndarray, test_labels: np.ndarray) -> dict[str, object]:
+    """Add `model.tflite` to a bundle trained on another Keras backend, and measure what will be served.
+
+    The bundle's `test_accuracy` becomes the `.tflite`'s own figure on the test set (the Keras figure is
+    kept as `keras_test_accuracy`), so the number in model.json is the number `evaluate` reproduces.
+    """
+    from digitrec.atomic import atomic_directory
+    from digitrec.bundle import KERAS_FILE, TFLITE_FILE, read_metadata, write_metadata
+    from digitrec.evaluate import compute_metrics
+    from digitrec.runtime import load_keras_model
+
+    folder = Path(folder)
+    model = load_keras_model(folder / KERAS_FILE)
+    metadata = read_metadata(folder)
+    with atomic_directory(folder) as staging:
+        for item in folder.iterdir():
+            if item.is_file():
+                (staging / item.name).write_bytes(item.read_bytes())
+        export_tflite(model, staging / TFLITE_FILE)
+        metadata["litert_max_probability_difference"] = check_agreement(model, staging / TFLITE_FILE,
+                                                                        test_images[:2000])
+        probabilities = LiteRTClassifier(ModelSource(None, staging / TFLITE_FILE)).predict_proba(test_images)
+        metrics = compute_metrics(test_labels, probabilities)
+        metadata.setdefault("keras_test_accuracy", metadata.get("test_accuracy"))
+        metadata["test_accuracy"] = metrics.accuracy
+        metadata["per_class_accuracy"] = metrics.per_class_recall
+        write_metadata(staging, metadata)
+    return metadata

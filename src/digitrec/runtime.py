@@ -103,12 +103,8 @@ def load_keras_model(path: Path) -> Any:
     """Load a `.keras` or legacy `.h5` model for inference, with a clear error for anything else."""
     import keras
 
-    from digitrec.augment import _layers
-
-    # Custom layers appear only in training wrappers, but register them so any saved file loads.
-    custom = {cls.__name__: cls for cls in _layers()}
     try:
-        return keras.models.load_model(path, compile=False, custom_objects=custom)
+        return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file; all mean the same to a user
         raise ValueError(f"{path}: not a Keras model Keras can load ({type(error).__name__}: {error})") from error
 

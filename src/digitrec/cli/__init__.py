@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from digitrec import __version__
-from digitrec.cli import evaluate, predict, serve, train
+from digitrec.cli import evaluate, export, predict, serve, train
 
-COMMANDS = (train, evaluate, predict, serve)
+COMMANDS = (train, evaluate, predict, serve, export)
 
 
 class UserError(Exception):

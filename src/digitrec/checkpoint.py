@@ -1,0 +1,169 @@
+"""Resumable training: a crash-safe checkpoint after every epoch, early stopping, best-epoch weights.
+
+Layout of a run's checkpoint folder (`<output>.checkpoints/`, removed once the bundle is written):
+    run.json                     the config and command of the run (what `--resume` reads)
+    member-<i>/last/             weights + optimizer state + progress after the last finished epoch,
+                                 replaced whole each epoch (a kill -9 leaves the previous one)
+    member-<i>/best.weights.h5   the inference model at its best validation accuracy so far
+
+The optimizer's variables include its step counter, so the learning-rate schedule resumes where it was.
+A training-only module: it imports Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from digitrec.atomic import atomic_directory, atomic_write_text
+
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "trainable.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
+BEST_FILE = "best.weights.h5"
+
+
+def checkpoint_dir_for(output: Path) -> Path:
+    """Where the checkpoints of a run writing the bundle `output` live."""
+    output = Path(output)
+    folder = output.with_suffix("") if output.suffix == ".h5" else output
+    return folder.with_name(folder.name + ".checkpoints")
+
+
+@dataclass
+class RunState:
+    """The run as a whole: what to resume and how long it has taken so far."""
+
+    directory: Path
+    config: dict[str, Any]  # the TrainConfig as JSON (train.py converts both ways)
+    command: str
+    seconds: float = 0.0  # wall time spent in earlier, interrupted processes
+
+    @classmethod
+    def start(cls, directory: Path, config: dict[str, Any], command: str) -> RunState:
+        if (directory / RUN_FILE).exists():
+            raise FileExistsError(
+                f"{directory} holds an unfinished run; resume it with --resume, or delete the folder to start over"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {"config": config, "command": command}
+        atomic_write_text(directory / RUN_FILE, json.dumps(payload, indent=2))
+        return cls(directory, config, command)
+
+    @classmethod
+    def load(cls, directory: Path) -> RunState:
+        path = directory / RUN_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: no unfinished training run to resume (no {RUN_FILE})")
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            config, command = dict(payload["config"]), str(payload["command"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: unreadable run state ({error})") from error
+        seconds = sum(
+            json.loads((member / "last" / STATE_FILE).read_text())["seconds"]
+            for member in sorted(directory.glob("member-*")) if (member / "last" / STATE_FILE).is_file()
+        )
+        return cls(directory, config, command, seconds)
+
+
+@dataclass
+class MemberState:
+    epochs_done: int = 0
+    finished: bool = False
+    best_epoch: int | None = None
+    best_validation_accuracy: float = -1.0
+    epochs_without_gain: int = 0
+    seconds: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "epochs_run": self.epochs_done,
+            "best_epoch": self.best_epoch,
+            "validation_accuracy": self.best_validation_accuracy,
+            "seconds": round(self.seconds, 1),
+            "history": self.history,
+        }
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Checkpoint `trainable` (with optimizer) every epoch; keep `model`'s best weights; stop early."""
+
+    def __init__(self, directory: Path, trainable: keras.Model, model: keras.Model,
+                 patience: int | None) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.trainable, self.inference_model = trainable, model
+        self.patience = patience
+        self.state = MemberState()
+        self._epoch_started = 0.0
+
+    # -- restoring -------------------------------------------------------------------------------
+    def restore(self) -> MemberState:
+        last = self.directory / "last"
+        if not (last / STATE_FILE).is_file():
+            return self.state
+        self.state = MemberState(**json.loads((last / STATE_FILE).read_text(encoding="utf-8")))
+        self.trainable.load_weights(last / WEIGHTS_FILE)
+        optimizer = self.trainable.optimizer
+        optimizer.build(self.trainable.trainable_variables)
+        with np.load(last / OPTIMIZER_FILE) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(values) != len(optimizer.variables):
+            raise ValueError(f"{last}: optimizer state does not match this architecture")
+        for variable, value in zip(optimizer.variables, values, strict=True):
+            variable.assign(value)
+        return self.state
+
+    def load_best(self) -> None:
+        if (self.directory / BEST_FILE).is_file():
+            self.inference_model.load_weights(self.directory / BEST_FILE)
+
+    # -- saving ----------------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        state = self.state
+        state.epochs_done = epoch + 1
+        state.seconds += time.perf_counter() - self._epoch_started
+        for key, value in logs.items():
+            state.history.setdefault(key, []).append(float(value))
+        accuracy = float(logs.get("val_accuracy", logs.get("accuracy", 0.0)))
+        if accuracy > state.best_validation_accuracy:
+            state.best_validation_accuracy, state.best_epoch = accuracy, epoch + 1
+            state.epochs_without_gain = 0
+            self._save_best()
+        else:
+            state.epochs_without_gain += 1
+            if self.patience is not None and state.epochs_without_gain >= self.patience:
+                self.trainable.stop_training = True
+                state.finished = True
+        self._save_last()
+
+    def finish(self) -> MemberState:
+        self.state.finished = True
+        self._save_last()
+        return self.state
+
+    def _save_best(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".best-{os.getpid()}.tmp.weights.h5"  # Keras insists on the suffix
+        self.inference_model.save_weights(tmp)
+        os.replace(tmp, self.directory / BEST_FILE)
+
+    def _save_last(self) -> None:
+        with atomic_directory(self.directory / "last") as staging:
+            self.trainable.save_weights(staging / WEIGHTS_FILE)
+            np.savez(staging / OPTIMIZER_FILE, *[np.asarray(v) for v in self.trainable.optimizer.variables])
+            atomic_write_text(staging / STATE_FILE, json.dumps(asdict(self.state)))

@@ -1,0 +1,87 @@
+"""`digitrec evaluate`: a model's accuracy on the MNIST test set, with a report of pictures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from digitrec.data import DataConfig, load_split, to_model_input
+from digitrec.evaluate import compute_metrics, misclassified
+from digitrec.runtime import load_classifier
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="measure a model on the MNIST test set",
+        description="Measure a model on the 10,000 MNIST test images: accuracy, per-class precision and"
+                    " recall, and (with --report) a confusion matrix, misclassified digits and training curves.",
+    )
+    parser.add_argument("model", nargs="?", type=Path, metavar="MODEL",
+                        help="bundle folder, .keras, legacy .h5 or .tflite (default: the bundled model)")
+    parser.add_argument("--data-dir", type=Path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
+                        " else the user cache, downloading there)")
+    parser.add_argument("--no-verify", action="store_true", help="accept test files with other checksums")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write PNG pictures into DIR")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    test = load_split("test", DataConfig(data_dir=args.data_dir, verify_checksums=not args.no_verify))
+    classifier = load_classifier(args.model)
+    probabilities = classifier.predict_proba(to_model_input(test.images))
+    metrics = compute_metrics(test.labels, probabilities)
+    metadata = classifier.source.metadata
+    members = _member_metrics(classifier, test) if metadata.get("ensemble_size", 1) > 1 else []
+    result = {"model": classifier.source.description, "architecture": metadata.get("architecture"),
+              **metrics.to_json(), "members": members}
+
+    if args.report is not None:
+        from digitrec import report
+
+        args.report.mkdir(parents=True, exist_ok=True)
+        report.plot_confusion(metrics.confusion, args.report / "confusion_matrix.png",
+                              f"{Path(classifier.source.description).name}: accuracy {metrics.accuracy:.4f}")
+        report.plot_misclassified(test.images, test.labels, probabilities,
+                                  misclassified(test.labels, probabilities), args.report / "misclassified.png")
+        written = ["confusion_matrix.png", "misclassified.png"]
+        if metadata.get("history"):
+            report.plot_history(metadata["history"], args.report / "training_curves.png")
+            written.append("training_curves.png")
+        result["report"] = [str(args.report / name) for name in written]
+
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    console = Console()
+    console.print(f"model    {result['model']}")
+    console.print(f"accuracy [bold]{metrics.accuracy:.4f}[/bold] ({metrics.n - result['errors']}/{metrics.n})")
+    table = Table("digit", "precision", "recall", "support")
+    for digit, row in result["per_class"].items():
+        table.add_row(digit, f"{row['precision']:.4f}", f"{row['recall']:.4f}", str(row["support"]))
+    console.print(table)
+    for member in members:
+        console.print(f"member {member['member']}: accuracy {member['accuracy']:.4f}")
+    for path in result.get("report", []):
+        console.print(f"wrote {path}")
+    return 0
+
+
+def _member_metrics(classifier: object, test: object) -> list[dict[str, object]]:
+    """Each member of an ensemble bundle scored alone (needs its .keras, so Keras)."""
+    from digitrec.runtime import load_keras_model
+
+    source = classifier.source  # type: ignore[attr-defined]
+    if source.keras_path is None:
+        return []
+    ensemble = load_keras_model(source.keras_path)
+    members = [layer for layer in ensemble.layers if hasattr(layer, "layers") and layer.layers]
+    images = to_model_input(test.images)  # type: ignore[attr-defined]
+    return [
+        {"member": i, "accuracy": compute_metrics(test.labels, member.predict(images, 512, verbose=0)).accuracy}  # type: ignore[attr-defined]
+        for i, member in enumerate(members)
+    ]

@@ -1,0 +1,74 @@
+"""`digitrec train`: train a model (or an ensemble) on MNIST and write a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from digitrec.cli.progress import epoch_progress_callback
+from digitrec.data import DataConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from digitrec.models import ARCHITECTURES, DEFAULT_ARCH  # no Keras import: builders are lazy
+
+    parser = subparsers.add_parser(
+        "train", help="train a model on MNIST and write a bundle",
+        description="Train on MNIST (validation split held out of the training set; the test set is only"
+                    " measured) and write a bundle: model.keras, model.tflite, model.json.",
+    )
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default=DEFAULT_ARCH,
+                        help=f"architecture (default: {DEFAULT_ARCH}; 'seed' is the original system's CNN)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe: seed 5, "
+                        "bn-strided-cnn 30)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: the recipe's: seed 32, else 128)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; member i uses seed+i (default: 0)")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="N",
+                        help="train N members and average their probabilities (default: 1)")
+    parser.add_argument("--patience", type=int, default=8,
+                        help="stop after this many epochs without a validation gain (default: 8; 0: never)")
+    parser.add_argument("--no-augment", action="store_true", help="turn augmentation off (default: recipe's)")
+    parser.add_argument("--data-dir", type=Path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
+                        " else the user cache, downloading there)")
+    parser.add_argument("--no-verify", action="store_true", help="accept MNIST files with other checksums")
+    parser.add_argument("--output", type=Path, default=Path("digitrec-model"),
+                        help="bundle folder to write; a name ending in .h5 also writes the legacy HDF5 file"
+                             " (default: digitrec-model)")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the interrupted run whose output was DIR (all other flags come from it)")
+    parser.add_argument("--limit", type=int, help="train on the first N training images only (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch on 2,000 images")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("epochs", "batch_size", "ensemble", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    from digitrec.train import TrainConfig, train  # imports Keras/TensorFlow: only now
+
+    console = Console(stderr=True)
+    config = TrainConfig(
+        arch=args.arch, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed, ensemble=args.ensemble,
+        patience=args.patience or None, augment=False if args.no_augment else None,
+        limit=2000 if args.dry_run else args.limit,
+        data=DataConfig(data_dir=args.data_dir, verify_checksums=not args.no_verify),
+    ).resolved()
+    output = args.resume if args.resume is not None else args.output
+    command = shlex.join(["digitrec", *sys.argv[1:]])
+    progress = epoch_progress_callback(console)
+    result = train(config, output, command=command, callbacks=[progress], resume=args.resume is not None)
+    meta = result.metadata
+    print(f"test accuracy {meta['test_accuracy']:.4f} ({meta['architecture']}, {meta['training_seconds']:.0f} s,"
+          f" {meta['seconds_per_epoch']:.1f} s/epoch)")
+    for i, member in enumerate(meta["members"] if meta["ensemble_size"] > 1 else []):
+        print(f"  member {i}: test accuracy {member['test_accuracy']:.4f}, best epoch {member['best_epoch']}")
+    print(f"bundle written to {result.output}")
+    return 0
