@@ -1,17 +1,53 @@
-"""`digitrec serve`: the web page and JSON API."""
+"""`digitrec serve`: the web page and JSON API, on uvicorn."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+from digitrec.bundle import resolve_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve the web page and JSON API",
-                                   description="Serve the drawing/upload page and the JSON API.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+                                   description="Serve the drawing/upload page at / and the JSON API at /api/v1"
+                                               " (docs at /docs).")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; 0.0.0.0 exposes the server to the network (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--model", type=Path, default=None, metavar="M",
+                        help="model bundle folder or .tflite file (default: the model bundled with digitrec)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="server processes, each with its own model (default: 1)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="longest a request may take, upload included, before a 503 (default: 10)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="allow browser calls from this origin; repeatable (default: none, CORS off)")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                        help="log every request (default: on)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("digitrec serve: being built (issue 5)")
+    import uvicorn
+
+    from digitrec.server.app import create_app
+    from digitrec.server.settings import SETTINGS_ENV, ServerSettings
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be 1-65535, got {args.port}")
+    settings = ServerSettings(model_path=args.model, request_timeout_s=args.timeout,
+                              cors_origins=tuple(args.cors_origin))
+    resolve_model(settings.model_path)  # a wrong --model is one line on stderr now, not a traceback per worker
+    options = {"host": args.host, "port": args.port, "access_log": args.access_log, "server_header": False,
+               "timeout_keep_alive": 5, "timeout_graceful_shutdown": 5}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        # Worker processes import the app, so they read the settings from the environment.
+        os.environ[SETTINGS_ENV] = settings.to_env()
+        uvicorn.run("digitrec.server.app:app_from_environment", factory=True, workers=args.workers, **options)
+    return 0

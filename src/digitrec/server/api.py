@@ -1,0 +1,153 @@
+"""The JSON API under /api/v1: read the digit or number in an image, and describe the model."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Annotated, Any
+
+import anyio.to_thread
+import cv2
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from digitrec import __version__
+from digitrec.bundle import INPUT_FORMAT
+from digitrec.recognize import Recognition, recognize
+from digitrec.runtime import LiteRTClassifier
+from digitrec.server.deps import ClassifierDep, InferenceLimiterDep, SettingsDep
+from digitrec.server.schemas import DigitPrediction, ErrorResponse, Mode, ModelInfo, PredictResponse
+
+router = APIRouter(prefix="/api/v1", tags=["recognition"])
+
+# The body is read by hand (to cap its size before anything parses it), so describe it for OpenAPI here.
+PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The image: multipart form field `file`, or the raw image bytes as the body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}},
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "Body over the size limit, or image over the pixel limit"},
+    415: {"model": ErrorResponse, "description": "Not an image digitrec can read"},
+    422: {"model": ErrorResponse, "description": "No image in the request, or bad query parameters"},
+    503: {"model": ErrorResponse, "description": "The request took longer than the server's time limit"},
+}
+
+
+@router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
+async def predict(
+    request: Request,
+    classifier: ClassifierDep,
+    settings: SettingsDep,
+    limiter: InferenceLimiterDep,
+    mode: Annotated[Mode, Query(description="`digit`, `number`, or `auto` to decide from the image")] = Mode.auto,
+    images: Annotated[bool, Query(description="add each digit's 28x28 model input as a PNG data URL")] = False,
+) -> PredictResponse:
+    """Read the digit or number in an image (multipart field `file`, or the image bytes as the body)."""
+    data = await read_image_bytes(request, settings.max_body_bytes)
+    started = time.perf_counter()
+    run = partial(recognize, data, classifier, mode.value, max_pixels=settings.max_pixels)
+    # CPU-bound: off the event loop, at most `limiter` at once; abandoned (not waited for) on timeout.
+    recognition = await anyio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
+    response = to_response(recognition, with_images=images)
+    response.timing_ms = round((time.perf_counter() - started) * 1000, 3)
+    return response
+
+
+@router.get("/model", response_model=ModelInfo)
+def model_info(classifier: ClassifierDep) -> ModelInfo:
+    """Describe the model this server runs: architecture, test accuracy, version, input format."""
+    metadata = classifier.source.metadata
+    return ModelInfo(
+        architecture=metadata.get("architecture"),
+        test_accuracy=metadata.get("test_accuracy"),
+        test_n=metadata.get("test_n"),
+        version=__version__,
+        trained=metadata.get("date"),
+        runtime="litert" if isinstance(classifier, LiteRTClassifier) else "keras",
+        input_format=metadata.get("input") or INPUT_FORMAT,
+        classes=list(range(10)),
+    )
+
+
+async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
+    """The image bytes of a multipart (`file`) or raw body; 413 past `max_bytes`, 422 when there is none."""
+    too_large = HTTPException(413, f"request body over the {max_bytes / 1e6:g} MB limit")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large  # refused before reading a byte
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return await file_from_multipart(request.headers, bytes(body))
+    if not body:
+        raise HTTPException(422, "no image in the request: send it as multipart field 'file' or as the body")
+    return bytes(body)
+
+
+async def file_from_multipart(headers: Headers, body: bytes) -> bytes:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_files=1, max_fields=16).parse()
+    except MultiPartException as error:
+        raise HTTPException(422, f"malformed multipart body: {error.message}") from error
+    try:
+        upload = form.get("file")
+        if upload is None:
+            raise HTTPException(422, "missing multipart field 'file' (the image)")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "multipart field 'file' must be a file, not text")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+def to_response(recognition: Recognition, *, with_images: bool) -> PredictResponse:
+    digits = [
+        DigitPrediction(
+            digit=result.digit,
+            confidence=result.confidence,
+            box=result.box,
+            probabilities=list(result.probabilities),
+            low_confidence=result.low_confidence,
+            image=png_data_url(result.image) if with_images else None,
+        )
+        for result in recognition.digits
+    ]
+    return PredictResponse(
+        digit=recognition.digit,
+        number=recognition.number,
+        confidence=recognition.confidence,
+        digits=digits,
+        low_confidence=not digits or any(result.low_confidence for result in recognition.digits),
+        mode=recognition.mode,
+        width=recognition.width,
+        height=recognition.height,
+        timing_ms=0.0,
+    )
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """(28, 28) float32 in [0, 1] -> `data:image/png;base64,...` (white digit on black, as the model saw it)."""
+    pixels = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)  # (28, 28)
+    ok, png = cv2.imencode(".png", pixels)
+    if not ok:
+        raise RuntimeError("PNG encoding of a 28x28 image failed")
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")

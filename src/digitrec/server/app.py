@@ -1,0 +1,62 @@
+"""Assemble the FastAPI app: lifespan (load the model), middleware, error handlers, routers. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from digitrec import __version__
+from digitrec.runtime import Classifier, load_classifier
+from digitrec.server import api, health, pages
+from digitrec.server.errors import install_error_handlers
+from digitrec.server.middleware import RequestTimeoutMiddleware, SecurityHeadersMiddleware
+from digitrec.server.settings import SETTINGS_ENV, ServerSettings
+
+log = logging.getLogger(__name__)
+
+ClassifierLoader = Callable[[Path | None], Classifier]
+
+
+def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = load_classifier) -> FastAPI:
+    """The app for `settings`; the model is loaded (by `classifier_loader`) when the app starts, not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        classifier = classifier_loader(settings.model_path)
+        classifier.predict_proba(np.zeros((1, 28, 28), np.float32))  # warm up: the first answer is fast too
+        log.info("serving %s", classifier.source.description)
+        app.state.settings = settings
+        app.state.classifier = classifier
+        app.state.inference_limiter = anyio.CapacityLimiter(settings.max_concurrent_inferences)
+        yield
+
+    app = FastAPI(
+        title="digitrec",
+        version=__version__,
+        description="Read handwritten digits and numbers in images. Draw or upload at `/`; JSON API below.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["content-type"])
+    app.include_router(pages.router)
+    app.include_router(health.router)
+    app.include_router(api.router)
+    app.mount("/static", pages.static_files(), name="static")
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn factory for worker processes: the settings `digitrec serve` put in the environment."""
+    return create_app(ServerSettings.from_env(os.environ[SETTINGS_ENV]))

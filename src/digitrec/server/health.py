@@ -1,0 +1,16 @@
+"""`GET /healthz`: for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from digitrec.server.deps import ClassifierDep
+from digitrec.server.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(classifier: ClassifierDep) -> Health:
+    """Answer `ok` when the server is up and its model is loaded."""
+    return Health(status="ok")
