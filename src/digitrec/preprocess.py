@@ -1,0 +1,330 @@
+"""Turn any grey image into what an MNIST model expects: white ink on black, 28x28, sized and centred as
+MNIST was.
+
+Two stages, both pure functions on arrays:
+
+1. `find_ink`: the whole image, at a reduced "analysis" resolution (fast for big photos) -> an `InkMap`:
+   polarity decided from the image (dark ink on paper, or chalk/MNIST-style light on dark), the paper's
+   uneven lighting divided out (a morphological-closing background estimate), and a threshold that is
+   Otsu's but never below the image's own noise level, so blank paper has no ink.
+2. `render_digit`: one digit's region of the *original* image (so small digits in big photos keep their
+   detail) -> the (28, 28) float32 the model reads: contrast stretched so the stroke core is 1, stroke
+   weight nudged into MNIST's range, longer side scaled to 20 px with area averaging (anti-aliased), placed
+   so its centre of mass is at the centre, as LeCun et al. made MNIST. An MNIST image passes through
+   unchanged: its ink already has a 20 px box and a centred mass.
+
+`preprocess` runs both on an image holding one digit. Finding several digits is `digitrec.segment`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+MNIST_SIZE = 28
+MNIST_BOX = 20  # MNIST digits were scaled to fit 20x20, then centred by mass in 28x28
+ANALYSIS_MAX_SIDE = 640  # find ink at most this big: ~2 ms for a 1000x1000 photo, digits still >= ~10 px
+BACKGROUND_MAX_SIDE = 96  # the paper's lighting varies slowly; estimate it on a tiny image
+RENDER_BOX = 80  # render each digit with its longer side at most this (4x the final 20) before the last resize
+MIN_CONTRAST = 0.12  # ink must be at least 12% darker than its paper (faint pencil is ~25%)
+NOISE_SIGMAS = 5.0  # ... and this many noise standard deviations above it
+# Stroke width of MNIST digits, measured with `stroke_width` on the MNIST test set scaled to an 80 px box:
+# 5th/50th/95th percentiles 6.6 / 10.1 / 15.8 px. Strokes outside [MIN, MAX] are grown or thinned.
+MNIST_STROKE_80 = 10.0
+STROKE_RANGE_80 = (5.5, 17.0)
+
+
+@dataclass(frozen=True)
+class InkMap:
+    """Where the ink is, at analysis resolution (h, w) = original (H, W) * scale."""
+
+    contrast: np.ndarray  # (h, w) float32 in [0, 1]: 0 = paper, 1 = as dark (or light) as ink can be
+    mask: np.ndarray  # (h, w) bool: contrast >= threshold
+    background: np.ndarray  # (h, w) float32: the paper's tone, in "dark ink" orientation
+    scale: float  # analysis pixels per original pixel (<= 1)
+    dark_ink: bool  # True: dark ink on light paper; False: light ink on dark (MNIST, chalkboard)
+    threshold: float  # contrast threshold for the mask
+    noise_floor: float  # contrast below this is paper noise
+    full_ink: float  # contrast of the stroke core (90th percentile of the mask's contrast)
+    steps: dict[str, Any] = field(default_factory=dict)  # JSON-able summary for the page and debugging
+
+
+def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize (H, W) -> (height, width): area-averaging when shrinking (anti-aliased), linear when growing."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def scale_to_max_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """(H, W) -> (h, w) with max(h, w) <= max_side, and the scale h/H (never enlarges)."""
+    height, width = image.shape
+    scale = min(1.0, max_side / max(height, width))
+    if scale >= 1.0:
+        return image, 1.0
+    return resize_to(image, max(1, round(width * scale)), max(1, round(height * scale))), scale
+
+
+def ink_is_dark(grey: np.ndarray) -> bool:
+    """Decide polarity from (h, w) grey: ink is the sparse tail of the local contrast's distribution.
+
+    Paper covers most of any picture of writing, so the residual after subtracting a broad local mean is
+    a narrow peak (paper, noise) plus a long tail on the ink's side; the sign of its skewness says which
+    side that is. Broad, smooth lighting changes are removed by the local mean and do not vote.
+    """
+    height, width = grey.shape
+    size = max(3, (min(height, width) // 4) | 1)
+    local_mean = cv2.blur(cv2.blur(grey, (size, size)), (size, size))
+    residual = (grey - local_mean).astype(np.float64)
+    spread = float(np.mean(residual**2))
+    if spread < 1e-10:
+        return True  # a flat image: no ink either way
+    skewness = float(np.mean(residual**3)) / spread**1.5
+    return skewness <= 0.0
+
+
+def estimate_background(paper: np.ndarray) -> np.ndarray:
+    """(h, w) grey with dark ink -> (h, w) the paper's tone without the ink, lighting and shadows kept.
+
+    Max-pooling to a small image and a morphological closing (max then min filter) wider than any stroke
+    remove the ink but follow the lighting: a closing reproduces linear gradients exactly, unlike a blur,
+    which would smear the ink into the estimate.
+    """
+    height, width = paper.shape
+    factor = max(1, math.ceil(max(height, width) / BACKGROUND_MAX_SIDE))
+    small = max_pool(paper, factor)  # (ceil(h/f), ceil(w/f))
+    # A third of the picture: wider than the strokes of a digit that fills the frame.
+    size = max(3, round(min(small.shape) / 3) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE)
+    smooth = max(3, (size // 2) | 1)
+    closed = cv2.blur(closed, (smooth, smooth))
+    return cv2.resize(closed, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
+    """(h, w) -> (ceil(h/f), ceil(w/f)): the maximum of each f x f block (edges padded by replication)."""
+    if factor == 1:
+        return image
+    height, width = image.shape
+    padded = np.pad(image, ((0, -height % factor), (0, -width % factor)), mode="edge")
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    return np.ascontiguousarray(blocks.max(axis=(1, 3)))
+
+
+def ink_contrast(paper: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """(h, w) grey with dark ink, (h, w) paper tone -> (h, w) float32 ink contrast in [0, 1].
+
+    Dividing by the paper's own tone makes ink in a shadow as strong as ink in the light.
+    """
+    contrast = (background - paper) / np.maximum(background, 0.05)
+    return np.clip(contrast, 0.0, 1.0).astype(np.float32)
+
+
+def ink_levels(contrast: np.ndarray) -> tuple[float, float]:
+    """(h, w) contrast -> (noise floor, threshold): Otsu's threshold, but clear of the paper's noise."""
+    sample = contrast[:: max(1, contrast.shape[0] // 256), :: max(1, contrast.shape[1] // 256)]  # (<=~256)^2
+    median = float(np.median(sample))
+    noise = 1.4826 * float(np.median(np.abs(sample - median)))  # robust sigma: the paper dominates
+    otsu, _ = cv2.threshold((sample * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    floor = median + 3.0 * noise
+    threshold = max(otsu / 255.0, median + NOISE_SIGMAS * noise, MIN_CONTRAST)
+    return min(floor, threshold / 2), threshold
+
+
+def find_ink(grey: np.ndarray) -> InkMap:
+    """(H, W) float32 grey in [0, 1] -> an `InkMap` at analysis resolution."""
+    # 1. work small: lighting and thresholds need no more than ANALYSIS_MAX_SIDE pixels
+    small, scale = scale_to_max_side(np.asarray(grey, dtype=np.float32), ANALYSIS_MAX_SIDE)
+    # 2. polarity: turn light-on-dark (chalkboards, MNIST) into dark-on-light "paper"
+    dark = ink_is_dark(small)
+    paper = small if dark else 1.0 - small
+    # 3. divide out the paper's tone: lighting gradients, shadows, tinted or grey paper
+    background = estimate_background(paper)
+    contrast = ink_contrast(paper, background)
+    # 4. threshold: Otsu, above the noise
+    floor, threshold = ink_levels(contrast)
+    mask = contrast >= threshold
+    full = float(np.percentile(contrast[mask], 90)) if mask.any() else 1.0
+    steps = {
+        "analysis_size": [int(small.shape[1]), int(small.shape[0])],
+        "polarity": "dark ink on light paper" if dark else "light ink on dark background",
+        "paper_tone": round(float(np.median(background)), 3),
+        "threshold": round(threshold, 3),
+        "noise_floor": round(floor, 3),
+        "ink_fraction": round(float(mask.mean()), 4),
+    }
+    return InkMap(contrast, mask, background, scale, dark, threshold, floor, max(full, threshold), steps)
+
+
+def stretch_ink(contrast: np.ndarray, ink: InkMap) -> np.ndarray:
+    """(h, w) contrast -> (h, w) ink in [0, 1]: noise floor -> 0, stroke core -> 1 (faint pencil included)."""
+    span = max(ink.full_ink - ink.noise_floor, 1e-3)
+    return np.clip((contrast - ink.noise_floor) / span, 0.0, 1.0).astype(np.float32)
+
+
+def region_contrast(grey: np.ndarray, ink: InkMap, box: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:
+    """Contrast of an original-pixel box (x, y, w, h), rendered with its longer side <= RENDER_BOX.
+
+    Returns ((h', w') contrast, render scale in pixels per original pixel). Uses the original image, not
+    the analysis one, when the digit is small there, so a small digit in a big photo keeps its detail.
+    """
+    x, y, width, height = box
+    scale = min(1.0, RENDER_BOX / max(width, height))
+    if scale <= ink.scale * 1.05:  # the analysis image is already detailed enough: crop it
+        ax0, ay0 = math.floor(x * ink.scale), math.floor(y * ink.scale)
+        ax1 = max(ax0 + 1, math.ceil((x + width) * ink.scale))
+        ay1 = max(ay0 + 1, math.ceil((y + height) * ink.scale))
+        return ink.contrast[ay0:ay1, ax0:ax1], ink.scale
+    crop = np.asarray(grey[y : y + height, x : x + width], dtype=np.float32)  # (height, width)
+    out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+    crop = resize_to(crop, out_w, out_h)
+    paper = crop if ink.dark_ink else 1.0 - crop
+    # The background estimate is smooth: bilinear upsampling of its piece of the analysis grid is exact enough.
+    bx0, by0 = x * ink.scale, y * ink.scale
+    map_x = (bx0 + (np.arange(out_w, dtype=np.float32) + 0.5) / scale * ink.scale - 0.5).astype(np.float32)
+    map_y = (by0 + (np.arange(out_h, dtype=np.float32) + 0.5) / scale * ink.scale - 0.5).astype(np.float32)
+    grid_x, grid_y = np.meshgrid(map_x, map_y)  # (out_h, out_w) each
+    background = cv2.remap(ink.background, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return ink_contrast(paper, background), scale
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """(h, w) bool stroke mask -> mean stroke width in pixels, as 2 * area / boundary length."""
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return 0.0
+    as_bytes = mask.astype(np.uint8)
+    eroded = cv2.erode(as_bytes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), borderValue=0)
+    boundary = area - int(np.count_nonzero(eroded))
+    return 2.0 * area / max(boundary, 1)
+
+
+def normalize_stroke(ink: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """(h, w) ink in [0, 1] -> (same, measured width at an 80 px box, pixels grown (+) or thinned (-)).
+
+    Ballpoint in a big photo becomes hair-thin at 20 px and marker becomes a blob; MNIST strokes sit in a
+    narrow band. Widths inside the band (all but a few % of MNIST) are left exactly as they are.
+    """
+    height, width = ink.shape
+    box80 = RENDER_BOX / max(height, width)  # this image's pixels -> pixels of an 80 px box
+    measured = stroke_width(ink >= 0.5) * box80
+    if measured <= 0.0 or STROKE_RANGE_80[0] <= measured <= STROKE_RANGE_80[1]:
+        return ink, measured, 0
+    # Grow or thin by whole pixels on each side, toward the MNIST median, at this image's resolution.
+    change = round((MNIST_STROKE_80 - measured) / 2.0 / box80)
+    if change == 0:
+        return ink, measured, 0
+    size = 2 * abs(change) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    if change > 0:
+        padded = np.pad(ink, abs(change))  # room to grow past the box
+        return cv2.dilate(padded, kernel), measured, change
+    thinned = cv2.erode(ink, kernel, borderValue=0)
+    if thinned.max(initial=0.0) < 0.5:  # thinning would erase the digit: keep it as it is
+        return ink, measured, 0
+    return thinned, measured, change
+
+
+def to_mnist(ink: np.ndarray) -> np.ndarray:
+    """(h, w) ink in [0, 1] (white on black) -> (28, 28) float32 the MNIST way.
+
+    Crop to the ink, scale the longer side to 20 px keeping the aspect ratio (area averaging when
+    shrinking), then place it so the centre of mass is at (14, 14), rounded to whole pixels as MNIST's
+    own centring was. An all-zero input gives all zeros.
+    """
+    out = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
+    rows, cols = np.nonzero(ink > 0)
+    if rows.size == 0:
+        return out
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # (h', w') tight box
+    height, width = crop.shape
+    factor = MNIST_BOX / max(height, width)
+    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+    digit = np.clip(resize_to(crop.astype(np.float32), new_w, new_h), 0.0, 1.0)  # (new_h, new_w)
+    peak = float(digit.max())
+    if peak <= 0.0:
+        return out
+    digit = digit / peak  # MNIST's stroke cores are at full intensity; thin strokes lose it when shrunk
+    total = float(digit.sum())
+    ys, xs = np.arange(new_h, dtype=np.float64), np.arange(new_w, dtype=np.float64)
+    center_y = float((digit.sum(axis=1) * ys).sum() / total)
+    center_x = float((digit.sum(axis=0) * xs).sum() / total)
+    top = min(max(round(MNIST_SIZE / 2 - center_y), 0), MNIST_SIZE - new_h)
+    left = min(max(round(MNIST_SIZE / 2 - center_x), 0), MNIST_SIZE - new_w)
+    out[top : top + new_h, left : left + new_w] = digit
+    return out
+
+
+def expand_box(box: tuple[int, int, int, int], shape: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
+    """Grow a box (x, y, w, h) in original pixels to take in the soft edges around the thresholded ink."""
+    x, y, width, height = box
+    margin = math.ceil(max(2.0 / scale, 0.04 * max(width, height)))
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(shape[1], x + width + margin), min(shape[0], y + height + margin)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def render_digit(grey: np.ndarray, ink: InkMap, box: tuple[int, int, int, int],
+                 keep: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One digit's box (x, y, w, h) in original pixels -> ((28, 28) float32 in [0, 1], steps).
+
+    `keep`: (h, w) bool over the whole analysis image, the pixels that belong to this digit (ink of
+    neighbours or specks near the box is dropped); None keeps all the ink around the box.
+    """
+    box = expand_box(box, grey.shape, ink.scale)
+    contrast, scale = region_contrast(grey, ink, box)  # (h', w')
+    digit = stretch_ink(contrast, ink)
+    if keep is not None:
+        x, y, width, height = box
+        ax0, ay0 = math.floor(x * ink.scale), math.floor(y * ink.scale)
+        ax1 = max(ax0 + 1, math.ceil((x + width) * ink.scale))
+        ay1 = max(ay0 + 1, math.ceil((y + height) * ink.scale))
+        # Stretch the analysis mask to the render grid; a dilation keeps the soft, anti-aliased edges.
+        grown = cv2.dilate(keep[ay0:ay1, ax0:ax1].astype(np.uint8), np.ones((5, 5), np.uint8))
+        grown = cv2.resize(grown, (digit.shape[1], digit.shape[0]), interpolation=cv2.INTER_NEAREST)
+        digit = digit * grown
+    digit, measured, change = normalize_stroke(digit)
+    steps = {"render_scale": round(scale, 4), "stroke_width_80": round(measured, 2), "stroke_change_px": change}
+    return to_mnist(digit), steps
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """One image read as one digit: what the model sees, and how it got there."""
+
+    image: np.ndarray  # (28, 28) float32 in [0, 1], white digit on black (zeros: no ink found)
+    box: tuple[int, int, int, int] | None  # x, y, w, h of the ink in original pixels; None: no ink
+    steps: dict[str, Any]
+
+
+def ink_box(mask: np.ndarray, scale: float, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(h, w) bool analysis mask -> its bounding box (x, y, w, h) in original (H, W) pixels, or None."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    x0, y0 = math.floor(cols.min() / scale), math.floor(rows.min() / scale)
+    x1 = min(shape[1], math.ceil((cols.max() + 1) / scale))
+    y1 = min(shape[0], math.ceil((rows.max() + 1) / scale))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def preprocess(grey: np.ndarray) -> Preprocessed:
+    """(H, W) float32 grey in [0, 1] holding one digit -> `Preprocessed` (the whole ink read as one digit).
+
+    No specks, lines or neighbours are removed here: that is `digitrec.segment`'s job.
+    """
+    grey = np.asarray(grey, dtype=np.float32)
+    if grey.ndim != 2 or grey.size == 0:
+        raise ValueError(f"expected a non-empty (H, W) grey image, got shape {grey.shape}")
+    ink = find_ink(grey)
+    box = ink_box(ink.mask, ink.scale, grey.shape)
+    if box is None:
+        return Preprocessed(np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32), None, {**ink.steps, "ink": "none"})
+    image, render_steps = render_digit(grey, ink, box)
+    return Preprocessed(image, box, {**ink.steps, **render_steps})

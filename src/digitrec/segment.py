@@ -1,0 +1,215 @@
+"""Find the digits in an ink mask: a row of them, left to right, each with its box and its own pixels.
+
+Works on `preprocess.InkMap.mask` (analysis resolution), pure numpy/OpenCV:
+
+1. faint ruled lines (thin or faint runs spanning the page) are removed, and the strokes that crossed
+   them are mended;
+2. connected components; specks (tiny next to the largest) are dropped;
+3. fragments of one digit are merged when they overlap horizontally (a 5's detached bar, a broken
+   stroke, the pieces of a 4);
+4. groups far shorter than the tallest (dots, dashes, noise) and solid blobs are dropped.
+
+Touching digits stay one group here; `split_group` offers cuts at the column-projection minima and the
+recogniser keeps the reading the classifier is surer of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from digitrec.preprocess import InkMap, stroke_width
+
+MAX_COMPONENTS = 400  # bound the work on noise: only the largest components are considered
+SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
+MIN_DIGIT_HEIGHT = 0.35  # a group under 35% of the tallest group's height is not a digit of the row
+MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
+MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
+RULED_LINE_SPAN = 0.85  # a horizontal run over 85% of the image's width may be a ruled line
+MAX_INK_FRACTION = 0.5  # more "ink" than paper: noise or a photo of something else, not writing
+
+
+@dataclass(frozen=True)
+class Group:
+    """One digit candidate, in analysis pixels: its components and the columns it owns."""
+
+    labels: tuple[int, ...]  # component labels in `Segmentation.labels`
+    box: tuple[int, int, int, int]  # x, y, w, h in analysis pixels
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Digit groups found in one image, left to right."""
+
+    labels: np.ndarray  # (h, w) int32 component labels at analysis resolution (0 = background)
+    groups: tuple[Group, ...]
+    lines_removed: int
+    specks_removed: int
+
+
+def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, int]:
+    """(h, w) bool mask -> (mask without ruled lines, number removed).
+
+    A ruled line spans most of the page's width and is thinner or fainter than the writing; a digit's bar
+    spanning a tightly cropped image is as thick and dark as the rest of the digit, so it stays.
+    """
+    height, width = mask.shape
+    run = int(RULED_LINE_SPAN * width)
+    if run < 8:
+        return mask, 0
+    as_bytes = mask.astype(np.uint8)
+    horizontal = cv2.morphologyEx(as_bytes, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))
+    if not horizontal.any():
+        return mask, 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(horizontal, connectivity=8)
+    rest = mask & (horizontal == 0)
+    if not rest.any():
+        return mask, 0  # nothing but the "line": it may be the digit (a dash, a 1 lying down); keep it
+    rest_contrast = float(np.median(contrast[rest]))
+    rest_width = stroke_width(rest)
+    lines = np.zeros_like(mask)
+    removed = 0
+    for label in range(1, count):
+        x, y, w, h, area = stats[label]
+        line = labels == label
+        thickness = area / max(w, 1)
+        faint = float(np.median(contrast[line])) < 0.7 * rest_contrast
+        if faint or thickness < 0.7 * rest_width:
+            lines |= line
+            removed += 1
+    if not removed:
+        return mask, 0
+    without = mask & ~lines
+    # Mend strokes that crossed a line: close vertically across it, only inside the line's pixels.
+    tall = max(3, int(np.ceil(lines.sum(axis=0).max())) + 2)
+    mended = cv2.morphologyEx(without.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((tall, 1), np.uint8)) > 0
+    return without | (mended & lines), removed
+
+
+def group_components(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
+    """Merge components whose column ranges overlap by MERGE_OVERLAP of the narrower: fragments of one digit.
+
+    stats: (n, 5) OpenCV component stats (x, y, w, h, area). Returns lists of labels, left to right.
+    """
+    groups: list[list[int]] = []
+    ranges: list[list[int]] = []  # [x0, x1) per group
+    for label in sorted(keep, key=lambda index: stats[index][0]):
+        x, w = int(stats[label][0]), int(stats[label][2])
+        merged = False
+        for index, (x0, x1) in enumerate(ranges):
+            overlap = min(x1, x + w) - max(x0, x)
+            if overlap >= MERGE_OVERLAP * min(w, x1 - x0):
+                groups[index].append(label)
+                ranges[index] = [min(x0, x), max(x1, x + w)]
+                merged = True
+                break
+        if not merged:
+            groups.append([label])
+            ranges.append([x, x + w])
+    # A merge widens a group, which may now overlap its neighbour: repeat until nothing changes.
+    changed = True
+    while changed and len(groups) > 1:
+        changed = False
+        for index in range(len(groups) - 1):
+            (a0, a1), (b0, b1) = ranges[index], ranges[index + 1]
+            if min(a1, b1) - max(a0, b0) >= MERGE_OVERLAP * min(a1 - a0, b1 - b0):
+                groups[index] += groups.pop(index + 1)
+                ranges[index] = [min(a0, b0), max(a1, b1)]
+                ranges.pop(index + 1)
+                changed = True
+                break
+    return groups
+
+
+def union_box(stats: np.ndarray, labels: list[int]) -> tuple[int, int, int, int]:
+    x0 = min(int(stats[label][0]) for label in labels)
+    y0 = min(int(stats[label][1]) for label in labels)
+    x1 = max(int(stats[label][0] + stats[label][2]) for label in labels)
+    y1 = max(int(stats[label][1] + stats[label][3]) for label in labels)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def segment_ink(ink: InkMap) -> Segmentation:
+    """An `InkMap` -> the digit groups in it, left to right (none for a blank or ink-free image)."""
+    empty = Segmentation(np.zeros(ink.mask.shape, np.int32), (), 0, 0)
+    if not ink.mask.any() or ink.mask.mean() > MAX_INK_FRACTION:
+        return empty
+    # 1. ruled lines
+    mask, lines = remove_ruled_lines(ink.mask, ink.contrast)
+    # 2. components; specks
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return Segmentation(labels, (), lines, 0)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(areas)[::-1][:MAX_COMPONENTS] + 1
+    largest = int(areas.max())
+    keep = [int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest]
+    specks = count - 1 - len(keep)
+    # 3. fragments of one digit
+    grouped = group_components(stats, keep)
+    boxes = [union_box(stats, labels_) for labels_ in grouped]
+    # 4. dots, dashes, blobs
+    tallest = max(box[3] for box in boxes)
+    groups = []
+    for labels_, box in zip(grouped, boxes, strict=True):
+        x, y, w, h = box
+        area = sum(int(stats[label][cv2.CC_STAT_AREA]) for label in labels_)
+        if h < MIN_DIGIT_HEIGHT * tallest or h < MIN_DIGIT_PIXELS:
+            specks += len(labels_)
+            continue
+        if area > 0.85 * w * h and w > 0.6 * h and w * h > 16:
+            specks += len(labels_)  # a solid block: a smudge or a dark object, not a written digit
+            continue
+        groups.append(Group(tuple(labels_), box))
+    return Segmentation(labels, tuple(groups), lines, specks)
+
+
+def group_mask(segmentation: Segmentation, group: Group) -> np.ndarray:
+    """(h, w) bool: the pixels of one group's components inside its box (a cut piece's box holds its share)."""
+    x, y, w, h = group.box
+    mask = np.zeros(segmentation.labels.shape, bool)
+    window = segmentation.labels[y : y + h, x : x + w]
+    mask[y : y + h, x : x + w] = np.isin(window, group.labels)
+    return mask
+
+
+def merge_groups(groups: tuple[Group, ...]) -> Group:
+    """All groups as one (reading the whole image as one digit)."""
+    x0 = min(g.box[0] for g in groups)
+    y0 = min(g.box[1] for g in groups)
+    x1 = max(g.box[0] + g.box[2] for g in groups)
+    y1 = max(g.box[1] + g.box[3] for g in groups)
+    return Group(tuple(label for g in groups for label in g.labels), (x0, y0, x1 - x0, y1 - y0))
+
+
+def split_group(segmentation: Segmentation, group: Group, parts: int) -> tuple[Group, ...]:
+    """Cut a group of touching digits into `parts` at the column-projection minima near even spacing.
+
+    Each cut is searched within a third of a part's width of its even position, so a digit is never cut
+    into slivers; the ink column count decides, the nearest column to the even position breaks ties.
+    """
+    mask = group_mask(segmentation, group)
+    x, y, w, h = group.box
+    profile = mask[y : y + h, x : x + w].sum(axis=0)  # (w,) ink per column
+    step = w / parts
+    cuts = [0]
+    for index in range(1, parts):
+        center = index * step
+        low, high = max(cuts[-1] + 1, round(center - step / 3)), min(w - 1, round(center + step / 3))
+        if low >= high:
+            return (group,)
+        window = np.arange(low, high + 1)
+        cost = profile[window] + np.abs(window - center) / (4.0 * step)  # fewest ink pixels, then nearest
+        cuts.append(int(window[np.argmin(cost)]))
+    cuts.append(w)
+    pieces = []
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = np.nonzero(mask[y : y + h, x + start : x + stop].any(axis=1))[0]
+        if rows.size == 0:
+            return (group,)
+        box = (x + start, y + int(rows[0]), stop - start, int(rows[-1] - rows[0] + 1))
+        pieces.append(Group(group.labels, box))  # the box's columns keep the piece to its own ink
+    return tuple(pieces)
+
