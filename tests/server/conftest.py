@@ -44,10 +44,13 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
 
 @pytest.fixture(scope="session")
 def mnist_digits(mnist_dir: Path) -> dict[int, np.ndarray]:
-    """The first MNIST test image of each class: label -> (28, 28) uint8, white on black."""
+    """A clean MNIST test image of each class: label -> (28, 28) uint8, white on black."""
     images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
-    return {label: images[int(np.argmax(labels == label))] for label in range(10)}
+    # The first of each class, except the 3: test image 18 is a 3 that even the seed's model reads as 5.
+    indices = {0: 3, 1: 2, 2: 1, 3: 30, 4: 4, 5: 8, 6: 11, 7: 0, 8: 61, 9: 7}
+    assert all(labels[index] == label for label, index in indices.items())
+    return {label: images[index] for label, index in indices.items()}
 
 
 def png_bytes(image: np.ndarray) -> bytes:
