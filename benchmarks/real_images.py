@@ -140,7 +140,7 @@ def photograph(ink: np.ndarray, rng: np.random.Generator, style: Style) -> bytes
         ramp = (np.cos(angle) * xx / size_w + np.sin(angle) * yy / size_h)
         light = 1.0 - rng.uniform(0.1, 0.4) * (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
         rgb = rgb * light[..., None]
-        sigma = rng.uniform(0.3, 1.2) * max(1.0, min(size_h, size_w) / 300)
+        sigma = rng.uniform(0.3, 1.2) * max(1.0, ih / 80)  # focus blur, relative to the writing's size
         rgb = cv2.GaussianBlur(rgb, (0, 0), sigma)
         rgb = rgb + rng.normal(0, rng.uniform(0.005, 0.03), rgb.shape).astype(np.float32)
     image = (rgb.clip(0, 1) * 255).round().astype(np.uint8)
@@ -266,6 +266,13 @@ def save_failure(folder: Path, number: int, data: bytes, truth: str, result) -> 
     for digit in result.digits:
         x, y, w, h = digit.box
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 0, 0))
+    if max(image.size) > 400 and result.digits:  # a big photo: show the part around what was read
+        x0 = min(d.box[0] for d in result.digits) - 60
+        y0 = min(d.box[1] for d in result.digits) - 60
+        x1 = max(d.box[0] + d.box[2] for d in result.digits) + 60
+        y1 = max(d.box[1] + d.box[3] for d in result.digits) + 60
+        image = image.crop((max(0, x0), max(0, y0), min(image.width, x1), min(image.height, y1)))
+        image = image.resize((image.width * 2, image.height * 2))
     tiles = [Image.fromarray((digit.image * 255).astype(np.uint8)).resize((84, 84)) for digit in result.digits]
     height = max(image.height, 84)
     sheet = Image.new("RGB", (image.width + 88 * max(1, len(tiles)), height), (40, 40, 40))
@@ -335,9 +342,9 @@ def main() -> int:
     header = f"{'condition':<14}" + "".join(f"{m + ' orig':>16}{m + ' ours':>16}" for m in models)
     print(f"USPS rendered as users' images, {args.n} per condition, seed {args.seed}\n{header}")
     confidences: list[tuple[float, bool]] = []
-    for index, name in enumerate(names):
+    for name in names:
         kind, style = CONDITIONS[name]
-        cases = make_cases(kind, style, images, labels, args.n, args.seed * 1000 + index)
+        cases = make_cases(kind, style, images, labels, args.n, args.seed * 1000 + list(CONDITIONS).index(name))
         row = f"{name:<14}"
         for model_name, classifier in models.items():
             start = time.perf_counter()

@@ -43,7 +43,7 @@ class InkMap:
     """Where the ink is, at analysis resolution (h, w) = original (H, W) * scale."""
 
     contrast: np.ndarray  # (h, w) float32 in [0, 1]: 0 = paper, 1 = as dark (or light) as ink can be
-    mask: np.ndarray  # (h, w) bool: contrast >= threshold
+    mask: np.ndarray  # (h, w) bool: contrast >= threshold, and fainter ink touching it (hysteresis)
     background: np.ndarray  # (h, w) float32: the paper's tone, in "dark ink" orientation
     scale: float  # analysis pixels per original pixel (<= 1)
     dark_ink: bool  # True: dark ink on light paper; False: light ink on dark (MNIST, chalkboard)
@@ -97,24 +97,33 @@ def estimate_background(paper: np.ndarray) -> np.ndarray:
     """
     height, width = paper.shape
     factor = max(1, math.ceil(max(height, width) / BACKGROUND_MAX_SIDE))
-    small = max_pool(paper, factor)  # (ceil(h/f), ceil(w/f))
+    # Average pooling, not max: the max of noisy paper is its noise's upper tail, which would make all
+    # of a grainy photo look like faint ink. Ink thinner than a block only darkens it; the closing's
+    # max filter then prefers the clean blocks around it.
+    small = avg_pool(paper, factor)  # (ceil(h/f), ceil(w/f))
     # A third of the picture: wider than the strokes of a digit that fills the frame.
     size = max(3, round(min(small.shape) / 3) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
-    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE)
+    # A closing is exact for a gradient only where its window fits; at the edges, continue the gradient
+    # (odd reflection, clipped to the image's own range so ink at the edge does not mirror into glare).
+    pad = size // 2 + 1
+    padded = np.pad(small, pad, mode="reflect", reflect_type="odd").clip(small.min(), small.max())
+    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[pad:-pad, pad:-pad]
     smooth = max(3, (size // 2) | 1)
     closed = cv2.blur(closed, (smooth, smooth))
-    return cv2.resize(closed, (width, height), interpolation=cv2.INTER_LINEAR)
+    # Each pooled pixel stands for an f x f block of the padded image: resize to that, then cut the padding.
+    full = cv2.resize(closed, (closed.shape[1] * factor, closed.shape[0] * factor), interpolation=cv2.INTER_LINEAR)
+    return full[:height, :width]
 
 
-def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
-    """(h, w) -> (ceil(h/f), ceil(w/f)): the maximum of each f x f block (edges padded by replication)."""
+def avg_pool(image: np.ndarray, factor: int) -> np.ndarray:
+    """(h, w) -> (ceil(h/f), ceil(w/f)): the mean of each f x f block (edges padded by replication)."""
     if factor == 1:
         return image
     height, width = image.shape
-    padded = np.pad(image, ((0, -height % factor), (0, -width % factor)), mode="edge")
-    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
-    return np.ascontiguousarray(blocks.max(axis=(1, 3)))
+    padded = cv2.copyMakeBorder(image, 0, -height % factor, 0, -width % factor, cv2.BORDER_REPLICATE)
+    size = (padded.shape[1] // factor, padded.shape[0] // factor)
+    return cv2.resize(padded, size, interpolation=cv2.INTER_AREA)  # exact block means at an integer factor
 
 
 def ink_contrast(paper: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -126,15 +135,33 @@ def ink_contrast(paper: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.clip(contrast, 0.0, 1.0).astype(np.float32)
 
 
-def ink_levels(contrast: np.ndarray) -> tuple[float, float]:
-    """(h, w) contrast -> (noise floor, threshold): Otsu's threshold, but clear of the paper's noise."""
+def ink_levels(contrast: np.ndarray) -> tuple[float, float, float]:
+    """(h, w) contrast -> (noise floor, weak, strong threshold): Otsu's, but clear of the paper's noise.
+
+    Strong pixels are surely ink; weak ones count as ink where they touch strong ones (`hysteresis`);
+    contrast under the noise floor is paper.
+    """
     sample = contrast[:: max(1, contrast.shape[0] // 256), :: max(1, contrast.shape[1] // 256)]  # (<=~256)^2
     median = float(np.median(sample))
     noise = 1.4826 * float(np.median(np.abs(sample - median)))  # robust sigma: the paper dominates
     otsu, _ = cv2.threshold((sample * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     floor = median + 3.0 * noise
     threshold = max(otsu / 255.0, median + NOISE_SIGMAS * noise, MIN_CONTRAST)
-    return min(floor, threshold / 2), threshold
+    return min(floor, threshold / 2), max(floor, threshold / 2), threshold
+
+
+def hysteresis(contrast: np.ndarray, weak_threshold: float, threshold: float) -> np.ndarray:
+    """(h, w) contrast -> (h, w) bool: pixels over `threshold`, plus fainter ones (over `weak_threshold`)
+    that touch them, so grainy pencil and blurred thin strokes stay whole instead of breaking into dots."""
+    strong = contrast >= threshold
+    weak = contrast >= weak_threshold
+    if not strong.any():
+        return strong
+    count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
+    seeded = np.zeros(count, bool)
+    seeded[np.unique(labels[strong])] = True
+    seeded[0] = False
+    return seeded[labels]
 
 
 def find_ink(grey: np.ndarray) -> InkMap:
@@ -148,8 +175,8 @@ def find_ink(grey: np.ndarray) -> InkMap:
     background = estimate_background(paper)
     contrast = ink_contrast(paper, background)
     # 4. threshold: Otsu, above the noise
-    floor, threshold = ink_levels(contrast)
-    mask = contrast >= threshold
+    floor, weak, threshold = ink_levels(contrast)
+    mask = hysteresis(contrast, weak, threshold)
     full = float(np.percentile(contrast[mask], 90)) if mask.any() else 1.0
     steps = {
         "analysis_size": [int(small.shape[1]), int(small.shape[0])],
