@@ -29,7 +29,7 @@ LOW_CONFIDENCE = 0.80
 # A group wider than this (width / height) may be touching digits: try cutting it.
 SPLIT_ASPECT = 1.0
 DIGIT_ASPECT = 0.6  # a typical handwritten digit's width / height, to guess how many touch
-SPLIT_MARGIN = 0.05  # a cut must beat the uncut reading's confidence by this much
+SPLIT_MARGIN = 0.05  # each cut must raise the (geometric mean) confidence by this much
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         for number, option in enumerate(options):
             confidences = probabilities[index : index + len(option)].max(axis=1)
             score = float(np.exp(np.log(np.maximum(confidences, 1e-9)).mean()))  # geometric mean
-            if number > 0:
-                score -= SPLIT_MARGIN
+            score -= SPLIT_MARGIN * (len(option) - 1)  # each extra cut must earn its keep
             if score > best_score:
                 best, best_score, best_start = number, score, index
             index += len(option)

@@ -27,7 +27,7 @@ SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
 MIN_DIGIT_HEIGHT = 0.35  # a group under 35% of the tallest group's height is not a digit of the row
 MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
 MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
-RULED_LINE_SPAN = 0.85  # a horizontal run over 85% of the image's width may be a ruled line
+RULED_LINE_SPAN = 0.6  # a horizontal run over 60% of the image's width may be a ruled line
 MAX_INK_FRACTION = 0.5  # more "ink" than paper: noise or a photo of something else, not writing
 
 
@@ -56,14 +56,18 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     spanning a tightly cropped image is as thick and dark as the rest of the digit, so it stays.
     """
     height, width = mask.shape
-    run = int(RULED_LINE_SPAN * width)
+    run = int(0.4 * width)
     if run < 8:
         return mask, 0
-    as_bytes = mask.astype(np.uint8)
-    horizontal = cv2.morphologyEx(as_bytes, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))
+    # Close small breaks first (noise, JPEG, a faint stretch), then keep only long horizontal runs.
+    as_bytes = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 7), np.uint8))
+    horizontal = cv2.morphologyEx(as_bytes, cv2.MORPH_OPEN, np.ones((1, run), np.uint8)) & mask.astype(np.uint8)
     if not horizontal.any():
         return mask, 0
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(horizontal, connectivity=8)
+    # A line is a band of rows whose long runs together span the page (a digit crossing it splits its run).
+    line_rows = horizontal.sum(axis=1) >= RULED_LINE_SPAN * width  # (h,)
+    if not line_rows.any():
+        return mask, 0
     rest = mask & (horizontal == 0)
     if not rest.any():
         return mask, 0  # nothing but the "line": it may be the digit (a dash, a 1 lying down); keep it
@@ -71,13 +75,14 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     rest_width = stroke_width(rest)
     lines = np.zeros_like(mask)
     removed = 0
-    for label in range(1, count):
-        x, y, w, h, area = stats[label]
-        line = labels == label
-        thickness = area / max(w, 1)
-        faint = float(np.median(contrast[line])) < 0.7 * rest_contrast
+    edges = np.diff(np.concatenate([[0], line_rows.astype(np.int8), [0]]))
+    for top, bottom in zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True):
+        band = np.zeros_like(mask)
+        band[top:bottom] = horizontal[top:bottom] > 0
+        thickness = band.sum() / max(1, band[top:bottom].any(axis=0).sum())
+        faint = float(np.median(contrast[band])) < 0.7 * rest_contrast
         if faint or thickness < 0.7 * rest_width:
-            lines |= line
+            lines |= band
             removed += 1
     if not removed:
         return mask, 0
@@ -86,6 +91,13 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     tall = max(3, int(np.ceil(lines.sum(axis=0).max())) + 2)
     mended = cv2.morphologyEx(without.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((tall, 1), np.uint8)) > 0
     return without | (mended & lines), removed
+
+
+def is_stray_line(component: np.ndarray, group_width: int) -> bool:
+    """A thin horizontal piece much wider than the group it overlaps: a leftover of a ruled line or an
+    underline, not a digit's bar (a bar is no wider than its digit)."""
+    _, _, w, h, _ = component
+    return bool(h * 4 < w and w > 1.5 * group_width)
 
 
 def group_components(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
@@ -100,7 +112,7 @@ def group_components(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
         merged = False
         for index, (x0, x1) in enumerate(ranges):
             overlap = min(x1, x + w) - max(x0, x)
-            if overlap >= MERGE_OVERLAP * min(w, x1 - x0):
+            if overlap >= MERGE_OVERLAP * min(w, x1 - x0) and not is_stray_line(stats[label], x1 - x0):
                 groups[index].append(label)
                 ranges[index] = [min(x0, x), max(x1, x + w)]
                 merged = True
