@@ -110,15 +110,20 @@ def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
     # O_NONBLOCK: if the path is (or was swapped for) a FIFO, open() returns at once instead of waiting for
     # a writer; fstat on the open descriptor then decides, so there is no check-then-open race.
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(descriptor, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:
+        info = os.fstat(descriptor)
         if stat.S_ISDIR(info.st_mode):
             raise ImageError(f"{path}: is a folder, not an image file")
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"{path}: not a regular file (a device, pipe or socket)")
         if info.st_size > max_bytes:
             raise ImageTooLargeError(f"{path}: file too large ({info.st_size:,} bytes; limit {max_bytes:,})")
-        data = file.read(max_bytes + 1)
+        with os.fdopen(descriptor, "rb") as file:
+            descriptor = -1  # the file object owns it now
+            data = file.read(max_bytes + 1)
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
     if len(data) > max_bytes:  # the file grew while we read it
         raise ImageTooLargeError(f"{path}: file too large (limit {max_bytes:,} bytes)")
     try:
@@ -132,8 +137,10 @@ def to_grey(image) -> np.ndarray:  # image: PIL.Image.Image (imported lazily)
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         values = np.asarray(image).astype(np.float32)  # (H, W)
-        # 16-bit greys arrive as I;16* or I (PNG); 65535 is their white. Wider I images are rare: stretch.
-        top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())
+        # 16-bit greys arrive as I;16* or I; 65535 is their white. But 8-bit data in an I container (as
+        # some writers and conversions leave it) tops out at 255; wider I images are rare: stretch them.
+        peak = float(values.max(initial=0))
+        top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
         return np.clip(values / top, 0.0, 1.0)
     if mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
