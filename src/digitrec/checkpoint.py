@@ -2,7 +2,7 @@
 
 Layout of a run's checkpoint folder (`<output>.checkpoints/`, removed once the bundle is written):
     run.json                     the config and command of the run (what `--resume` reads)
-    member-<i>/last/             weights + optimizer state + progress after the last finished epoch,
+    member-<i>/last/             weights with optimizer state, and progress, after the last finished epoch,
                                  replaced whole each epoch (a kill -9 leaves the previous one)
     member-<i>/best.weights.h5   the inference model at its best validation accuracy so far
 
@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from digitrec.atomic import atomic_directory, atomic_write_text
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trainable.weights.h5"
-OPTIMIZER_FILE = "optimizer.npz"
 BEST_FILE = "best.weights.h5"
 
 
@@ -80,7 +78,8 @@ class MemberState:
     epochs_done: int = 0
     finished: bool = False
     best_epoch: int | None = None
-    best_validation_accuracy: float = -1.0
+    best_validation_loss: float = float("inf")
+    best_validation_accuracy: float = 0.0
     epochs_without_gain: int = 0
     seconds: float = 0.0
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -89,6 +88,7 @@ class MemberState:
         return {
             "epochs_run": self.epochs_done,
             "best_epoch": self.best_epoch,
+            "validation_loss": self.best_validation_loss,
             "validation_accuracy": self.best_validation_accuracy,
             "seconds": round(self.seconds, 1),
             "history": self.history,
@@ -113,15 +113,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if not (last / STATE_FILE).is_file():
             return self.state
         self.state = MemberState(**json.loads((last / STATE_FILE).read_text(encoding="utf-8")))
+        # Keras saves the optimizer's variables (step counter included) with the model's weights, and
+        # restores them only into an optimizer that has been built.
+        self.trainable.optimizer.build(self.trainable.trainable_variables)
         self.trainable.load_weights(last / WEIGHTS_FILE)
-        optimizer = self.trainable.optimizer
-        optimizer.build(self.trainable.trainable_variables)
-        with np.load(last / OPTIMIZER_FILE) as saved:
-            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-        if len(values) != len(optimizer.variables):
-            raise ValueError(f"{last}: optimizer state does not match this architecture")
-        for variable, value in zip(optimizer.variables, values, strict=True):
-            variable.assign(value)
         return self.state
 
     def load_best(self) -> None:
@@ -139,9 +134,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         state.seconds += time.perf_counter() - self._epoch_started
         for key, value in logs.items():
             state.history.setdefault(key, []).append(float(value))
-        accuracy = float(logs.get("val_accuracy", logs.get("accuracy", 0.0)))
-        if accuracy > state.best_validation_accuracy:
-            state.best_validation_accuracy, state.best_epoch = accuracy, epoch + 1
+        # Select on validation loss, not accuracy: on 5,000 images accuracy moves in steps of 0.02% and
+        # its noise picked mid-schedule epochs; the loss is smooth and favours the converged end of the cycle.
+        loss = float(logs.get("val_loss", logs.get("loss", float("inf"))))
+        if loss < state.best_validation_loss:
+            state.best_validation_loss, state.best_epoch = loss, epoch + 1
+            state.best_validation_accuracy = float(logs.get("val_accuracy", logs.get("accuracy", 0.0)))
             state.epochs_without_gain = 0
             self._save_best()
         else:
@@ -165,5 +163,4 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def _save_last(self) -> None:
         with atomic_directory(self.directory / "last") as staging:
             self.trainable.save_weights(staging / WEIGHTS_FILE)
-            np.savez(staging / OPTIMIZER_FILE, *[np.asarray(v) for v in self.trainable.optimizer.variables])
             atomic_write_text(staging / STATE_FILE, json.dumps(asdict(self.state)))

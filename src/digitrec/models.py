@@ -93,6 +93,9 @@ def average_ensemble(members: list[keras.Model]) -> keras.Model:
     from keras import layers
 
     image = keras.Input(INPUT_SHAPE, name="image")
-    outputs = [member(image) for member in members]
+    # Members share an architecture, hence a name, and one graph needs unique names: rewrap each.
+    renamed = [keras.Model(member.input, member.output, name=f"member_{index}")
+               for index, member in enumerate(members)]
+    outputs = [member(image) for member in renamed]
     probabilities = layers.Average(name="probabilities")(outputs)
     return keras.Model(image, probabilities, name=f"ensemble_of_{len(members)}")
