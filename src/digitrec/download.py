@@ -62,7 +62,7 @@ def uncompressed_md5(path: Path) -> str:
 
 
 def _fetch(url: str, destination: Path, progress: ProgressFactory) -> None:
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 (http(s) mirrors only)
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         received = 0
