@@ -48,3 +48,74 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setattr(digitrec.data, "cache_dir", lambda: cache)
     yield cache
+
+
+# --- Real-image fixtures (imageio, preprocess, segment, recognize, predict CLI) -------------------------
+
+
+@pytest.fixture(scope="session")
+def seed_classifier(shared_dir: Path):
+    """The seed project's model (Keras .h5) through `digitrec.runtime.load_classifier`."""
+    from digitrec.runtime import load_classifier
+
+    path = shared_dir / "seed" / "mnist_cnn_model.h5"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return load_classifier(path)
+
+
+@pytest.fixture(scope="session")
+def mnist_digits(mnist_dir: Path):
+    """The first 2000 MNIST test digits: (images (2000, 28, 28) uint8 white on black, labels (2000,) uint8)."""
+    from digitrec.data import DataConfig, load_split
+
+    split = load_split("test", DataConfig(data_dir=mnist_dir))
+    return split.images[:2000], split.labels[:2000]
+
+
+def _page_with(digits, gap: int = 12, height: int = 60):
+    """MNIST digits (28, 28) uint8 side by side as dark ink on a light page -> (H, W) float32 grey."""
+    import cv2
+    import numpy as np
+
+    inks = [cv2.resize(d.astype(np.float32) / 255, (height, height)) for d in digits]
+    crops = []
+    for ink in inks:
+        columns = np.nonzero(ink.max(axis=0) > 0.05)[0]
+        crops.append(ink[:, columns[0] : columns[-1] + 1])
+    margin = 24
+    width = sum(c.shape[1] for c in crops) + gap * (len(crops) - 1) + 2 * margin
+    alpha = np.zeros((height + 40, width), np.float32)
+    x = margin
+    for crop in crops:
+        window = alpha[20 : 20 + height, x : x + crop.shape[1]]
+        window[:] = np.maximum(window, crop)
+        x += crop.shape[1] + gap
+    return (0.92 - 0.8 * alpha.clip(0, 1)).astype(np.float32)
+
+
+
+@pytest.fixture(scope="session")
+def number_page():
+    """page_with(digits, gap=12, height=60): MNIST digits side by side as dark ink on a light page."""
+    return _page_with
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG header claiming width x height, with a tiny (all-zero) compressed body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (width + 1) * 16, 9)  # a few rows are enough to look real
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+
+@pytest.fixture(scope="session")
+def png_bomb():
+    """png_bomb(width, height): a tiny, valid PNG whose header claims width x height pixels."""
+    return _png_bomb

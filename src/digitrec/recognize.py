@@ -7,6 +7,7 @@ classifier in one batch.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ LOW_CONFIDENCE = 0.80
 # A group wider than this (width / height) may be touching digits: try cutting it.
 SPLIT_ASPECT = 1.0
 DIGIT_ASPECT = 0.6  # a typical handwritten digit's width / height, to guess how many touch
+MERGE_ASPECT = 1.1  # pieces whose union is narrower than this (width / height) may be one digit
 SPLIT_MARGIN = 0.05  # each cut must raise the (geometric mean) confidence by this much
 
 
@@ -116,6 +118,21 @@ def candidate_readings(segmentation: Segmentation, mode: str) -> list[list[tuple
     return readings
 
 
+def looks_like_one_digit(groups: tuple[Group, ...]) -> bool:
+    """2-3 groups that may be one digit with broken strokes (a 5's detached bar, a 4 with a gap).
+
+    Together no wider than a digit, with small gaps, and not all full-height: the digits of a number each
+    span the row's height, so "11" or "17" written close together are not offered as one digit.
+    """
+    if not 2 <= len(groups) <= 3:
+        return False
+    merged = merge_groups(groups)
+    _, _, width, height = merged.box
+    gaps = [b.box[0] - (a.box[0] + a.box[2]) for a, b in itertools.pairwise(groups)]
+    shortest = min(group.box[3] for group in groups)
+    return width <= MERGE_ASPECT * height and max(gaps) <= 0.25 * height and shortest < 0.75 * height
+
+
 def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "auto", *,
               max_pixels: int = DEFAULT_MAX_PIXELS) -> Recognition:
     """Read an image (file bytes, or an array as `as_grey` takes) -> `Recognition`.
@@ -139,6 +156,10 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         return Recognition(None, None, None, (), used, width, height, {**steps, "result": "no digit"})
     # 3. every alternative reading's crops, rendered and classified in one batch
     readings = candidate_readings(segmentation, mode)
+    if mode == "auto" and looks_like_one_digit(segmentation.groups):
+        # A few pieces that together are digit-shaped may be one digit with broken strokes: let the
+        # classifier choose between "several digits" and "one digit" as it does for cuts.
+        readings = [[segmentation.groups, (merge_groups(segmentation.groups),)]]
     pieces = [piece for options in readings for option in options for piece in option]
     rendered = [render_piece(grey, ink, segmentation, piece) for piece in pieces]
     probabilities = classifier.predict_proba(np.stack([image for image, _ in rendered]))  # (N, 10)

@@ -15,6 +15,7 @@ recogniser keeps the reading the classifier is surer of.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -27,7 +28,7 @@ SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
 MIN_DIGIT_HEIGHT = 0.35  # a group under 35% of the tallest group's height is not a digit of the row
 MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
 MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
-RULED_LINE_SPAN = 0.6  # a horizontal run over 60% of the image's width may be a ruled line
+RULED_LINE_SPAN = 0.85  # long runs in one band of rows over 85% of the width may be a ruled line
 MAX_INK_FRACTION = 0.5  # more "ink" than paper: noise or a photo of something else, not writing
 
 
@@ -55,7 +56,7 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     A ruled line spans most of the page's width and is thinner or fainter than the writing; a digit's bar
     spanning a tightly cropped image is as thick and dark as the rest of the digit, so it stays.
     """
-    height, width = mask.shape
+    _height, width = mask.shape
     run = int(0.4 * width)
     if run < 8:
         return mask, 0
@@ -79,7 +80,10 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     for top, bottom in zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True):
         band = np.zeros_like(mask)
         band[top:bottom] = horizontal[top:bottom] > 0
-        thickness = band.sum() / max(1, band[top:bottom].any(axis=0).sum())
+        # Thickness: the ink a few rows either side counts too (a digit's bar is as thick as its strokes).
+        columns = band[top:bottom].any(axis=0)
+        around = mask[max(0, top - 3) : bottom + 3, columns]
+        thickness = float(np.median(around.sum(axis=0))) if around.size else 0.0
         faint = float(np.median(contrast[band])) < 0.7 * rest_contrast
         if faint or thickness < 0.7 * rest_width:
             lines |= band
@@ -166,7 +170,7 @@ def segment_ink(ink: InkMap) -> Segmentation:
     tallest = max(box[3] for box in boxes)
     groups = []
     for labels_, box in zip(grouped, boxes, strict=True):
-        x, y, w, h = box
+        _x, _y, w, h = box
         area = sum(int(stats[label][cv2.CC_STAT_AREA]) for label in labels_)
         if h < MIN_DIGIT_HEIGHT * tallest or h < MIN_DIGIT_PIXELS:
             specks += len(labels_)
@@ -217,7 +221,7 @@ def split_group(segmentation: Segmentation, group: Group, parts: int) -> tuple[G
         cuts.append(int(window[np.argmin(cost)]))
     cuts.append(w)
     pieces = []
-    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+    for start, stop in itertools.pairwise(cuts):
         rows = np.nonzero(mask[y : y + h, x + start : x + stop].any(axis=1))[0]
         if rows.size == 0:
             return (group,)

@@ -1,0 +1,106 @@
+"""Any grey image -> the 28x28 MNIST-format array: polarity, lighting, sizing, centring, stroke weight."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from digitrec.preprocess import (
+    find_ink,
+    ink_is_dark,
+    normalize_stroke,
+    preprocess,
+    stroke_width,
+    to_mnist,
+)
+
+
+def on_paper(digit: np.ndarray, size: int = 200, height: int = 90, at: tuple[int, int] = (40, 60),
+             paper: float = 0.9, ink: float = 0.15, dark: bool = True) -> np.ndarray:
+    """An MNIST digit (28, 28) uint8 drawn `height` px tall on a (size, size) page -> float32 grey."""
+    strokes = cv2.resize(digit.astype(np.float32) / 255, (height, height), interpolation=cv2.INTER_LINEAR)
+    alpha = np.zeros((size, size), np.float32)
+    alpha[at[0] : at[0] + height, at[1] : at[1] + height] = strokes.clip(0, 1)
+    grey = paper * (1 - alpha) + ink * alpha
+    return (grey if dark else 1 - grey).astype(np.float32)
+
+
+def test_mnist_digits_pass_through_unchanged_in_effect(mnist_digits) -> None:
+    images, _ = mnist_digits
+    for image in images[:100]:
+        out = preprocess(image.astype(np.float32) / 255).image
+        assert np.abs(out - image / 255).mean() < 0.02
+
+
+@pytest.mark.parametrize(
+    ("dark", "paper", "ink"),
+    [(True, 0.9, 0.1), (False, 0.9, 0.1), (True, 0.55, 0.25), (True, 0.95, 0.65)],
+    ids=["ink-on-paper", "chalkboard", "grey-paper", "faint-pencil"],
+)
+def test_digit_on_a_page_looks_like_mnist(mnist_digits, dark: bool, paper: float, ink: float) -> None:
+    images, _ = mnist_digits
+    result = preprocess(on_paper(images[0], paper=paper, ink=ink, dark=dark))
+    expected = images[0].astype(np.float32) / 255
+    assert result.image.shape == (28, 28) and result.image.dtype == np.float32
+    assert result.image.max() == pytest.approx(1.0)
+    assert np.abs(result.image - expected).mean() < 0.06
+    assert (result.steps["polarity"] == "dark ink on light paper") == dark
+
+
+def test_lighting_gradient_and_noise_do_not_become_ink(mnist_digits) -> None:
+    images, _ = mnist_digits
+    grey = on_paper(images[1], size=300, at=(150, 30))
+    ramp = np.linspace(1.0, 0.55, 300, dtype=np.float32)
+    grey = grey * ramp[:, None] * ramp[None, :]
+    grey += np.random.default_rng(0).normal(0, 0.02, grey.shape).astype(np.float32)
+    result = preprocess(grey.clip(0, 1))
+    x, y, _w, h = result.box
+    assert 140 <= y <= 160 and 20 <= x <= 60 and h < 110  # the digit, not the dark corner
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 0.5], ids=["all-black", "all-white", "all-grey"])
+def test_flat_images_have_no_ink(value: float) -> None:
+    result = preprocess(np.full((64, 64), value, np.float32))
+    assert result.box is None and not result.image.any()
+
+
+def test_uniform_noise_has_no_ink() -> None:
+    noise = np.random.default_rng(1).random((200, 200), dtype=np.float32)
+    assert not find_ink(noise).mask.any()
+
+
+def test_polarity_is_decided_from_the_image(mnist_digits) -> None:
+    images, _ = mnist_digits
+    assert not ink_is_dark(images[0].astype(np.float32) / 255)
+    assert ink_is_dark(1 - images[0].astype(np.float32) / 255)
+
+
+def test_to_mnist_fits_20_px_and_centres_by_mass() -> None:
+    bar = np.zeros((100, 30), np.float32)
+    bar[:, 10:20] = 1.0
+    out = to_mnist(bar)
+    rows, _cols = np.nonzero(out > 0)
+    assert rows.max() - rows.min() + 1 == 20
+    ys, xs = np.mgrid[0:28, 0:28]
+    assert (out * ys).sum() / out.sum() == pytest.approx(14, abs=0.6)
+    assert (out * xs).sum() / out.sum() == pytest.approx(14, abs=0.6)
+
+
+def test_thin_strokes_are_thickened_toward_mnist() -> None:
+    ring = np.zeros((200, 200), np.float32)
+    cv2.circle(ring, (100, 100), 80, 1.0, thickness=2)
+    thickened, _measured, change = normalize_stroke(ring)
+    assert change > 0 and stroke_width(thickened > 0.5) > stroke_width(ring > 0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 60), st.integers(1, 60)),
+              elements=st.floats(0, 1, width=32)))
+def test_any_array_gives_a_valid_28x28(grey: np.ndarray) -> None:
+    result = preprocess(grey)
+    assert result.image.shape == (28, 28) and np.isfinite(result.image).all()
+    assert result.image.min() >= 0.0 and result.image.max() <= 1.0

@@ -1,0 +1,146 @@
+"""Reading a digit or a number from an image, end to end (decode -> ink -> segment -> classify)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from digitrec.imageio import ImageTooLargeError, NotAnImageError
+from digitrec.recognize import LOW_CONFIDENCE, MAX_DIGITS, Recognition, recognize
+
+
+class RecordingClassifier:
+    """A stand-in classifier: counts calls, keeps what it was shown, always answers 'mostly a 3'."""
+
+    source = None
+
+    def __init__(self, top: float = 0.82) -> None:
+        self.top = top
+        self.calls = 0
+        self.seen: list[np.ndarray] = []
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.seen.extend(np.asarray(images))
+        probabilities = np.full((len(images), 10), (1 - self.top) / 9, np.float32)
+        probabilities[:, 3] = self.top
+        return probabilities
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["auto", "digit"])
+def test_mnist_pngs_score_as_the_arrays_do(number_page, mnist_digits, seed_classifier, mode: str) -> None:
+    images, labels = mnist_digits
+    seen = []
+    for image in images:
+        result = recognize(png_bytes(image), RecordingClassifier(), mode)
+        assert len(result.digits) == 1 and result.mode == "digit"
+        seen.append(result.digits[0].image)
+    seen = np.stack(seen)
+    via_png = (seed_classifier.predict_proba(seen).argmax(axis=1) == labels).mean()
+    arrays_ = (seed_classifier.predict_proba(images / 255.0).argmax(axis=1) == labels).mean()
+    assert abs(via_png - arrays_) <= 0.001 + 1e-9  # the issue: within 0.1%
+
+
+def test_a_number_is_read_left_to_right(number_page, mnist_digits, seed_classifier) -> None:
+    images, labels = mnist_digits
+    picks = [0, 1, 2, 3]
+    result = recognize(number_page([images[i] for i in picks]), seed_classifier)
+    assert result.mode == "number" and result.digit is None
+    assert result.number == "".join(str(labels[i]) for i in picks)
+    assert result.confidence == pytest.approx(np.prod([d.confidence for d in result.digits]))
+    boxes = [d.box for d in result.digits]
+    assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+
+
+def test_one_digit_in_auto_mode_is_a_digit(number_page, mnist_digits, seed_classifier) -> None:
+    images, labels = mnist_digits
+    result = recognize(number_page([images[0]]), seed_classifier)
+    assert result.mode == "digit" and result.digit == labels[0] and result.number == str(labels[0])
+
+
+def test_digit_mode_reads_everything_as_one_digit(number_page, mnist_digits) -> None:
+    images, _ = mnist_digits
+    result = recognize(number_page([images[0], images[1]]), RecordingClassifier(), "digit")
+    assert len(result.digits) == 1 and result.mode == "digit"
+
+
+def test_all_crops_of_an_image_go_in_one_batch(number_page, mnist_digits) -> None:
+    images, _ = mnist_digits
+    recorder = RecordingClassifier()
+    recognize(number_page([images[i] for i in range(5)]), recorder)
+    assert recorder.calls == 1 and len(recorder.seen) >= 5
+
+
+def test_digits_per_image_are_capped(number_page, mnist_digits) -> None:
+    images, _ = mnist_digits
+    page = number_page([images[i % 20] for i in range(40)], gap=16, height=40)
+    result = recognize(page, RecordingClassifier(), "number")
+    assert len(result.digits) == MAX_DIGITS
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.ones((50, 50), np.float32), np.zeros((50, 50), np.float32),
+     np.random.default_rng(0).random((300, 300), dtype=np.float32), np.ones((1, 1), np.float32)],
+    ids=["all-white", "all-black", "pure-noise", "1x1"],
+)
+def test_no_digit(image: np.ndarray) -> None:
+    result = recognize(image, RecordingClassifier())
+    assert result.digits == () and result.digit is None and result.number is None and result.confidence is None
+    json.dumps(result.to_json())
+
+
+def test_bad_bytes_raise_image_errors(png_bomb) -> None:
+    with pytest.raises(NotAnImageError):
+        recognize(b"definitely not an image", RecordingClassifier())
+    with pytest.raises(ImageTooLargeError):
+        recognize(png_bomb(20_000, 20_000), RecordingClassifier())
+
+
+def test_result_json_and_low_confidence(number_page, mnist_digits) -> None:
+    images, _ = mnist_digits
+    result = recognize(number_page([images[0], images[1]]), RecordingClassifier(top=LOW_CONFIDENCE - 0.1))
+    data = json.loads(json.dumps(result.to_json()))
+    assert set(data) >= {"digit", "number", "confidence", "digits", "mode", "steps"}
+    digit = data["digits"][0]
+    assert set(digit) == {"digit", "confidence", "box", "probabilities", "low_confidence"}
+    assert len(digit["probabilities"]) == 10 and len(digit["box"]) == 4
+    assert all(d.image.shape == (28, 28) for d in result.digits)
+    assert result.digits[0].low_confidence
+    assert not recognize(number_page([images[0]]), RecordingClassifier(top=0.99)).digits[0].low_confidence
+    assert isinstance(result, Recognition)
+
+
+def test_rgba_and_uint8_arrays_are_accepted(number_page, mnist_digits) -> None:
+    images, _ = mnist_digits
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = images[0]  # white-on-transparent strokes... drawn black
+    result = recognize(rgba, RecordingClassifier())
+    assert len(result.digits) == 1
+    with pytest.raises(ValueError, match="mode"):
+        recognize(rgba, RecordingClassifier(), "paragraph")
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 64), st.integers(1, 64)), elements=st.floats(0, 1, width=32)),
+       st.sampled_from(["auto", "digit", "number"]))
+def test_any_array_gives_a_consistent_recognition(grey: np.ndarray, mode: str) -> None:
+    result = recognize(grey, RecordingClassifier(), mode)
+    assert (result.number is None) == (result.digits == ())
+    assert result.digit is None or len(result.digits) == 1
+    for digit in result.digits:
+        x, y, w, h = digit.box
+        assert x >= 0 and y >= 0 and x + w <= grey.shape[1] and y + h <= grey.shape[0]

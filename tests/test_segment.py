@@ -1,0 +1,79 @@
+"""Finding the digits of a number: components, fragments merged, specks and ruled lines dropped, cuts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from digitrec.preprocess import find_ink
+from digitrec.segment import segment_ink, split_group
+
+
+def groups_of(grey: np.ndarray):
+    return segment_ink(find_ink(grey))
+
+
+def test_digits_in_a_row_are_found_left_to_right(mnist_digits, number_page) -> None:
+    images, _ = mnist_digits
+    segmentation = groups_of(number_page([images[i] for i in range(4)]))
+    assert len(segmentation.groups) == 4
+    xs = [group.box[0] for group in segmentation.groups]
+    assert xs == sorted(xs)
+
+
+def test_detached_bar_of_a_five_is_merged() -> None:
+    grey = np.full((100, 100), 0.9, np.float32)
+    grey[20:26, 30:70] = 0.1  # the bar, detached
+    grey[32:36, 30:36] = 0.1  # a bit of the stem
+    grey[36:80, 30:70] = 0.9
+    import cv2
+
+    cv2.ellipse(grey, (50, 60), (18, 18), 0, -120, 160, 0.1, 5)  # the belly
+    segmentation = groups_of(grey)
+    assert len(segmentation.groups) == 1
+
+
+def test_specks_are_dropped(mnist_digits, number_page) -> None:
+    images, _ = mnist_digits
+    grey = number_page([images[0]])
+    rng = np.random.default_rng(0)
+    for y, x in zip(rng.integers(0, grey.shape[0], 15), rng.integers(0, grey.shape[1], 15), strict=True):
+        grey[y, x] = 0.1
+    segmentation = groups_of(grey)
+    assert len(segmentation.groups) == 1 and segmentation.specks_removed > 0
+
+
+def test_faint_ruled_lines_are_removed(mnist_digits, number_page) -> None:
+    images, _ = mnist_digits
+    grey = number_page([images[0], images[1], images[2]])
+    for row in range(10, grey.shape[0], 25):
+        grey[row] = np.minimum(grey[row], 0.6)  # faint lines across the page, through the digits
+    segmentation = groups_of(grey)
+    assert segmentation.lines_removed >= 2
+    assert len(segmentation.groups) == 3
+
+
+def test_touching_digits_can_be_cut(mnist_digits, number_page) -> None:
+    images, _ = mnist_digits
+    grey = number_page([images[3], images[4]], gap=-4)
+    segmentation = groups_of(grey)
+    wide = max(segmentation.groups, key=lambda group: group.box[2])
+    pieces = split_group(segmentation, wide, 2)
+    assert len(pieces) == 2 and pieces[0].box[0] < pieces[1].box[0]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0], ids=["all-black", "all-white"])
+def test_blank_images_have_no_groups(value: float) -> None:
+    assert groups_of(np.full((80, 120), value, np.float32)).groups == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 80), st.integers(1, 80)), elements=st.floats(0, 1, width=32)))
+def test_any_array_segments_without_error(grey: np.ndarray) -> None:
+    segmentation = groups_of(grey)
+    for group in segmentation.groups:
+        x, y, w, h = group.box
+        assert w > 0 and h > 0 and x + w <= segmentation.labels.shape[1] and y + h <= segmentation.labels.shape[0]
