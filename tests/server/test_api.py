@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -300,3 +302,23 @@ def test_503_when_a_request_runs_past_the_time_limit(make_client: Callable[..., 
     assert response.status_code == 503
     assert "longer than 0.2 s" in response.json()["detail"]
     assert time.monotonic() - started < 0.45  # answered at the limit, not when the work finished
+
+
+def test_serving_never_imports_tensorflow(model_path: Any, digit_png: Callable[[int], bytes]) -> None:
+    """The CLI, the app and a prediction import neither TensorFlow nor Keras (checked in a fresh interpreter)."""
+    code = """if True:
+        import sys
+        from pathlib import Path
+        import digitrec.cli
+        from fastapi.testclient import TestClient
+        from digitrec.server.app import create_app
+        from digitrec.server.settings import ServerSettings
+        with TestClient(create_app(ServerSettings(model_path=Path(sys.argv[1])))) as client:
+            response = client.post("/api/v1/predict", content=sys.stdin.buffer.read())
+            assert response.status_code == 200, response.text
+        print(sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "tf_keras")))
+    """
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(model_path)], input=digit_png(4),
+                            capture_output=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.stdout.decode().strip() == "[]"

@@ -164,9 +164,11 @@ def test_layout_screenshots(page_factory: Callable[..., Any], number_png: Callab
     draw(page, SEVEN)
     assert wait_for_answer(page) == "7"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(300)  # let the bars finish their transition
     page.screenshot(path=str(SCREENSHOTS / f"{name}-drawn.png"), full_page=True)
     upload(page, number_png("315"), "number.png")
     assert wait_for_answer(page) == "315"
+    page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-number.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert page.console_errors == []

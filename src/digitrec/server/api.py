@@ -67,7 +67,7 @@ async def predict(
 
 
 @router.get("/model", response_model=ModelInfo)
-def model_info(classifier: ClassifierDep) -> ModelInfo:
+async def model_info(classifier: ClassifierDep) -> ModelInfo:
     """Describe the model this server runs: architecture, test accuracy, version, input format."""
     metadata = classifier.source.metadata
     return ModelInfo(

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers, as `Annotated` aliases; everything comes from `app.state` (set in lifespan)."""
+"""Dependencies shared by the routers, as `Annotated` aliases; everything comes from `app.state` (set in lifespan).
+
+They are `async def` although they never await: FastAPI runs a plain `def` dependency in the thread pool,
+and three thread hops per request cost more than the whole inference on a small image.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,15 @@ from digitrec.runtime import Classifier
 from digitrec.server.settings import ServerSettings
 
 
-def get_settings(request: Request) -> ServerSettings:
+async def get_settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
 
-def get_classifier(request: Request) -> Classifier:
+async def get_classifier(request: Request) -> Classifier:
     return request.app.state.classifier
 
 
-def get_inference_limiter(request: Request) -> anyio.CapacityLimiter:
+async def get_inference_limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.inference_limiter
 
 

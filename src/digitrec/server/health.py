@@ -11,6 +11,6 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz(classifier: ClassifierDep) -> Health:
+async def healthz(classifier: ClassifierDep) -> Health:
     """Answer `ok` when the server is up and its model is loaded."""
     return Health(status="ok")

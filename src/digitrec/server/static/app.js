@@ -6,7 +6,7 @@
 (() => {
   const INK = "#111111";
   const PAPER = "#ffffff";
-  const STROKE_WIDTH = 20; // canvas pixels; the model sees the digit scaled to ~20px high, strokes ~2px
+  const STROKE_WIDTH = 24; // canvas pixels: a digit drawn ~250px high reaches the model ~2px thick, like MNIST
   const PREDICT_DELAY_MS = 250;
   const SVG_NS = "http://www.w3.org/2000/svg";
 
