@@ -144,7 +144,7 @@ def test_read_image_file_limits_and_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_image_file(tmp_path / "missing.png")
     (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(NotAnImageError, match="text.png"):
+    with pytest.raises(NotAnImageError, match=r"text\.png"):
         read_image_file(tmp_path / "text.png")
 
 

@@ -145,8 +145,10 @@ def print_table(entries: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold")
-    for column, justify in (("file", "left"), ("read", "left"), ("confidence", "right"), ("digits", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("file", overflow="fold")  # a long path wraps rather than losing its name
+    table.add_column("read")
+    table.add_column("confidence", justify="right")
+    table.add_column("digits")
     for entry in entries:
         if entry["error"]:
             table.add_row(escape(entry["file"]), f"[red]error: {escape(entry['error'])}[/red]", "", "")
