@@ -58,7 +58,7 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     """
     _height, width = mask.shape
     run = int(0.4 * width)
-    if run < 8:
+    if run < 8 or np.count_nonzero(mask, axis=1).max() < RULED_LINE_SPAN * width:  # no row can hold a line
         return mask, 0
     # Close small breaks first (noise, JPEG, a faint stretch), then keep only long horizontal runs.
     as_bytes = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 7), np.uint8))
