@@ -18,7 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from digitrec import __version__
 from digitrec.bundle import INPUT_FORMAT
 from digitrec.recognize import Recognition, recognize
-from digitrec.runtime import LiteRTClassifier
+from digitrec.runtime import Classifier, LiteRTClassifier
 from digitrec.server.deps import ClassifierDep, InferenceLimiterDep, SettingsDep
 from digitrec.server.schemas import DigitPrediction, ErrorResponse, Mode, ModelInfo, PredictResponse
 
@@ -142,6 +142,13 @@ def to_response(recognition: Recognition, *, with_images: bool) -> PredictRespon
         height=recognition.height,
         timing_ms=0.0,
     )
+
+
+def warm_up(classifier: Classifier) -> None:
+    """Read one small drawn digit, so that imports and first-call set-up happen before the first request."""
+    digit = np.zeros((28, 28), np.uint8)  # (28, 28): a 7, white on black
+    cv2.polylines(digit, [np.array([[7, 7], [21, 7], [13, 23]])], False, 255, 2)
+    recognize(cv2.imencode(".png", digit)[1].tobytes(), classifier, "auto")
 
 
 def png_data_url(image: np.ndarray) -> str:

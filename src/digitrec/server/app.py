@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -31,7 +30,7 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         classifier = classifier_loader(settings.model_path)
-        classifier.predict_proba(np.zeros((1, 28, 28), np.float32))  # warm up: the first answer is fast too
+        api.warm_up(classifier)  # the first user's answer is as fast as the rest
         log.info("serving %s", classifier.source.description)
         app.state.settings = settings
         app.state.classifier = classifier
