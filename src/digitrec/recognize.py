@@ -164,20 +164,10 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     rendered = [render_piece(grey, ink, segmentation, piece) for piece in pieces]
     probabilities = classifier.predict_proba(np.stack([image for image, _ in rendered]))  # (N, 10)
     # 4. per group, the reading the classifier is surest of
-    chosen: list[tuple[Group, np.ndarray, np.ndarray, tuple[int, int, int, int]]] = []
-    index = 0
-    for options in readings:
-        best, best_score, best_start = 0, -1.0, index
-        for number, option in enumerate(options):
-            confidences = probabilities[index : index + len(option)].max(axis=1)
-            score = float(np.exp(np.log(np.maximum(confidences, 1e-9)).mean()))  # geometric mean
-            score -= SPLIT_MARGIN * (len(option) - 1)  # each extra cut must earn its keep
-            if score > best_score:
-                best, best_score, best_start = number, score, index
-            index += len(option)
-        for offset, piece in enumerate(options[best]):
-            at = best_start + offset
-            chosen.append((piece, probabilities[at], rendered[at][0], original_box(piece, ink.scale, grey.shape)))
+    chosen = []
+    for at, piece in choose_readings(readings, probabilities):
+        image, render_steps = rendered[at]
+        chosen.append((render_steps, probabilities[at], image, original_box(piece, ink.scale, grey.shape)))
     chosen = chosen[:MAX_DIGITS]
     digits = tuple(
         DigitResult(int(np.argmax(probs)), float(np.max(probs)), box,
@@ -187,9 +177,28 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     used = mode if mode != "auto" else ("digit" if len(digits) == 1 else "number")
     confidence = float(np.prod([digit.confidence for digit in digits]))
     number = "".join(str(digit.digit) for digit in digits)
-    steps["render"] = [rendered_steps for _, rendered_steps in rendered][:MAX_DIGITS]
+    steps["render"] = [render_steps for render_steps, _, _, _ in chosen]  # per digit read
     return Recognition(digits[0].digit if len(digits) == 1 else None, number, confidence, digits, used,
                        width, height, steps)
+
+
+def choose_readings(readings: list[list[tuple[Group, ...]]],
+                    probabilities: np.ndarray) -> list[tuple[int, Group]]:
+    """For each group's alternatives, keep the one with the best geometric-mean confidence, less a margin
+    per extra digit; returns (row in `probabilities`, piece) for every digit kept, left to right."""
+    kept: list[tuple[int, Group]] = []
+    index = 0
+    for options in readings:
+        best, best_score, best_start = 0, -np.inf, index
+        for number, option in enumerate(options):
+            confidences = probabilities[index : index + len(option)].max(axis=1)
+            score = float(np.exp(np.log(np.maximum(confidences, 1e-9)).mean()))
+            score -= SPLIT_MARGIN * (len(option) - 1)  # each extra digit must earn its keep
+            if score > best_score:
+                best, best_score, best_start = number, score, index
+            index += len(option)
+        kept += [(best_start + offset, piece) for offset, piece in enumerate(options[best])]
+    return kept
 
 
 def render_piece(grey: np.ndarray, ink: InkMap, segmentation: Segmentation,
