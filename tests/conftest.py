@@ -23,17 +23,22 @@ def shared_dir() -> Path:
     """The read-only `../shared` folder beside the repository (real MNIST and other fixtures)."""
     path = REPO_ROOT.parent / "shared"
     if not path.is_dir():
-        pytest.skip(f"{path} not found: the shared data folder is not available here")
+        pytest.fail(f"{path} not found: the tests need the shared data folder beside the repository")
     return path
 
 
 @pytest.fixture(scope="session")
-def mnist_dir(shared_dir: Path) -> Path:
-    """The folder holding the four canonical MNIST files, gzipped (read-only: never write into it)."""
-    path = shared_dir / "mnist"
+def mnist_dir() -> Path:
+    """The folder holding the four canonical MNIST files, gzipped (read-only: never write into it).
+
+    $DIGITREC_DATA_DIR when set (as the README's test command sets it), else `../shared/mnist`.
+    """
+    import os
+
+    path = Path(os.environ.get("DIGITREC_DATA_DIR") or REPO_ROOT.parent / "shared" / "mnist")
     missing = [name for name in MNIST_NAMES if not (path / f"{name}.gz").is_file()]
     if missing:
-        pytest.skip(f"{path} lacks {', '.join(missing)}")
+        pytest.fail(f"{path} lacks {', '.join(missing)}: point DIGITREC_DATA_DIR at the MNIST files")
     return path
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         data=DataConfig(data_dir=args.data_dir, verify_checksums=not args.no_verify),
     ).resolved()
     output = args.resume if args.resume is not None else args.output
-    command = shlex.join(["digitrec", *sys.argv[1:]])
+    command = shlex.join(["digitrec", *args.argv])
     progress = epoch_progress_callback(console)
     result = train(config, output, command=command, callbacks=[progress], resume=args.resume is not None)
     meta = result.metadata
