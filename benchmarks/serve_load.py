@@ -264,7 +264,9 @@ def main() -> int:
     images = {"small": (small_png(digit), "digit.png", "image/png"),
               "photo": (photo_jpeg(digit), "photo.jpg", "image/jpeg")}
     print(f"images: 28x28 PNG {len(images['small'][0])} B, 1000x1000 JPEG {len(images['photo'][0]) / 1e3:.0f} kB;"
-          f" {os.cpu_count()} CPUs", flush=True)
+          f" {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} before the run", flush=True)
+    if os.getloadavg()[0] > 0.5:
+        print("  warning: other processes are using the CPU; latency and throughput will read worse", flush=True)
     n = args.requests
     scenarios = [("small-1", "small", n // 2, 1), ("photo-1", "photo", n // 10, 1),
                  (f"small-{args.clients}", "small", n, args.clients), (f"photo-{args.clients}", "photo", n // 10,
@@ -312,6 +314,7 @@ def main() -> int:
                   f" {slow['rps']:7.1f} -> {fast['rps']:7.1f} req/s ({fast['rps'] / slow['rps']:5.1f}x)")
         print(f"  cold start {keras['cold_start_s']:.2f} -> {litert['cold_start_s']:.2f} s;"
               f" peak RSS {keras['rss_peak_mb']:.0f} -> {litert['rss_peak_mb']:.0f} MB")
+    print(f"\nload average {os.getloadavg()[0]:.2f} after the run")
     if args.json:
         args.json.write_text(json.dumps({"goals": GOALS, "reports": reports}, indent=2) + "\n")
     return 0

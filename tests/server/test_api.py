@@ -322,3 +322,11 @@ def test_serving_never_imports_tensorflow(model_path: Any, digit_png: Callable[[
                             capture_output=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert result.stdout.decode().strip() == "[]"
+
+
+@pytest.mark.parametrize("path", ["/static/../settings.py", "/static/%2e%2e/settings.py", "/static/..%2fapi.py",
+                                  "/api/v1/model/../../../etc/passwd"])
+def test_no_path_reaches_files_outside_static(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "ServerSettings" not in response.text and "router" not in response.text
