@@ -122,10 +122,11 @@ def test_ensemble_bundle_averages_members(tmp_path: Path, mnist_dir: Path, capsy
     (["--ensemble", "0"], "--ensemble must be at least 1"),
     (["--resume", "nowhere"], "no unfinished training run"),
     (["--data-dir", "/nonexistent"], "not found"),
-], ids=["zero-epochs", "zero-members", "resume-nothing", "no-data"])
+    (["--output", "/proc/digitrec-model"], "cannot write /proc"),
+], ids=["zero-epochs", "zero-members", "resume-nothing", "no-data", "unwritable-output"])
 def test_train_bad_arguments(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture,
                              mnist_dir: Path) -> None:
-    args = ["train", *TINY, "--output", str(tmp_path / "out")]
+    args = ["train", *TINY] + ([] if "--output" in argv else ["--output", str(tmp_path / "out")])
     if "--data-dir" not in argv:
         args += ["--data-dir", str(mnist_dir)]
     assert main([*args, *argv]) == 1

@@ -19,6 +19,17 @@ class OutputError(OSError):
     """An output location cannot be written (read-only, full disk, not a folder); the message says which."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a temp file named with a dead pid is garbage)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -28,6 +39,17 @@ def _umask() -> int:
 def _describe(path: Path, error: OSError) -> str:
     reason = error.strerror or str(error)
     return f"cannot write {path}: {reason}"
+
+
+def ensure_writable(folder: Path) -> None:
+    """Fail now, with a clear message, if files cannot be created in `folder` (before hours of work)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(_describe(folder, error)) from error
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -69,7 +91,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     target = Path(target).absolute()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+        recover_interrupted(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging",
+                                        dir=target.parent))
         staging.chmod(0o777 & ~_umask())
     except OSError as error:
         raise OutputError(_describe(target, error)) from error
@@ -81,13 +105,38 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         raise
 
 
+def _dead_siblings(target: Path, suffix: str) -> list[Path]:
+    """Hidden siblings `.<name>.<pid>.*<suffix>` of `target` whose pid no longer runs."""
+    found = []
+    for path in target.parent.glob(f".{target.name}.*{suffix}"):
+        pid = path.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            found.append(path)
+    return found
+
+
+def recover_interrupted(target: Path) -> None:
+    """Clean up after a process killed inside `atomic_directory(target)`.
+
+    Abandoned staging folders are deleted; if the kill fell between moving the old folder aside and
+    moving the new one in, the old folder is put back.
+    """
+    for staging in _dead_siblings(target, ".staging"):
+        shutil.rmtree(staging, ignore_errors=True)
+    for backup in _dead_siblings(target, ".old"):
+        if not target.exists():
+            os.replace(backup, target)
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
+
+
 def _swap_into_place(staging: Path, target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise OutputError(f"cannot write {target}: it exists and is not a folder")
     backup = None
     try:
         if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+            backup = target.with_name(f".{target.name}.{os.getpid()}.old")
             os.replace(target, backup)
         os.replace(staging, target)
     except OSError as error:

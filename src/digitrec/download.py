@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from digitrec.atomic import pid_alive
+
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 16
@@ -79,17 +81,34 @@ def _fetch(url: str, destination: Path, progress: ProgressFactory) -> None:
             raise DownloadError(f"connection closed after {received} of {total} bytes")
 
 
+def remove_abandoned_parts(destination: Path) -> list[Path]:
+    """Delete `.part` files of `destination` left by downloads whose process died (kill -9, power loss).
+
+    A part file is named `.<name>.<pid>.<random>.part`; one whose pid no longer runs is garbage, one whose
+    pid runs may be a concurrent download and is left alone.
+    """
+    removed = []
+    for part in destination.parent.glob(f".{destination.name}.*.part"):
+        pid = part.name[len(destination.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
 def download_verified(urls: Sequence[str], destination: Path, *, expected_md5: str,
                       progress: ProgressFactory | None = None) -> Path:
     """Download the first of `urls` whose content has `expected_md5` to `destination`; return it."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_parts(destination)
     failures: list[str] = []
     for url in urls:
         if not url.startswith(("http://", "https://")):
             failures.append(f"{url}: not an http(s) URL")
             continue
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.{os.getpid()}.", suffix=".part",
+                                        dir=destination.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:

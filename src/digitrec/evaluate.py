@@ -25,7 +25,7 @@ class Metrics:
         return {
             "accuracy": self.accuracy,
             "n": self.n,
-            "errors": self.n - int(round(self.accuracy * self.n)),
+            "errors": self.n - sum(self.confusion[d][d] for d in range(NUM_CLASSES)),
             "per_class": {
                 str(digit): {"precision": self.per_class_precision[digit], "recall": self.per_class_recall[digit],
                              "support": int(sum(self.confusion[digit]))}

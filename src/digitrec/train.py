@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from digitrec import __version__
-from digitrec.atomic import OutputError, atomic_directory
+from digitrec.atomic import OutputError, atomic_directory, ensure_writable
 from digitrec.augment import AugmentConfig, wrap_for_training
 from digitrec.bundle import INPUT_FORMAT, KERAS_FILE, TFLITE_FILE, write_metadata
 from digitrec.checkpoint import RunState, TrainingCheckpoint, checkpoint_dir_for
@@ -166,6 +166,7 @@ def train(config: TrainConfig, output: Path, *, command: str,
     """Train per `config` and write the bundle folder `output` (checkpoints go to `output`.checkpoints)."""
     config = config.resolved()
     output = Path(output)
+    ensure_writable(output.absolute().parent)
     run_dir = checkpoint_dir_for(output)
     if resume:
         run_state = RunState.load(run_dir)
