@@ -28,7 +28,7 @@ SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
 MIN_DIGIT_HEIGHT = 0.35  # a group under 35% of the tallest group's height is not a digit of the row
 MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
 MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
-RULED_LINE_SPAN = 0.85  # long runs in one band of rows over 85% of the width may be a ruled line
+RULED_LINE_SPAN = 0.6  # long runs in one band of rows over 60% of the width may be a ruled line
 MAX_INK_FRACTION = 0.5  # more "ink" than paper: noise or a photo of something else, not writing
 
 
@@ -223,8 +223,8 @@ def split_group(segmentation: Segmentation, group: Group, parts: int) -> tuple[G
     pieces = []
     for start, stop in itertools.pairwise(cuts):
         rows = np.nonzero(mask[y : y + h, x + start : x + stop].any(axis=1))[0]
-        if rows.size == 0:
-            return (group,)
+        if rows.size == 0 or rows[-1] - rows[0] + 1 < MIN_DIGIT_HEIGHT * h:
+            return (group,)  # a piece that is only a sliver (a line's tail, a ligature) is no digit
         box = (x + start, y + int(rows[0]), stop - start, int(rows[-1] - rows[0] + 1))
         pieces.append(Group(group.labels, box))  # the box's columns keep the piece to its own ink
     return tuple(pieces)
