@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default=DEFAULT_ARCH,
                         help=f"architecture (default: {DEFAULT_ARCH}; 'seed' is the original system's CNN)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe: seed 5, "
-                        "bn-strided-cnn 30)")
+                        "bn-strided-cnn 40)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the recipe's: seed 32, else 128)")
     parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; member i uses seed+i (default: 0)")
