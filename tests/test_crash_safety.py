@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,22 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def kill_when(script: str, ready: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Run `script` in a fresh interpreter and SIGKILL it as soon as `ready()` holds."""
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            assert process.poll() is None, "the process ended before the moment to kill it"
+            assert time.monotonic() < deadline, f"not ready within {timeout_s} s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 @pytest.fixture
 def slow_server() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
@@ -55,17 +71,7 @@ def test_kill_during_download_leaves_no_file_and_next_run_cleans_up(slow_server:
         download_verified([{slow_server!r} + "t10k-labels-idx1-ubyte.gz"],
                           Path({str(cache)!r}) / "t10k-labels-idx1-ubyte.gz", expected_md5="0" * 32)
     """)
-    process = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 30
-        while not any(p.stat().st_size > 20_000 for p in cache.glob(".*.part")):
-            assert process.poll() is None and time.monotonic() < deadline, "download never started"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(script, lambda: any(p.stat().st_size > 20_000 for p in cache.glob(".*.part")))
     assert not (cache / "t10k-labels-idx1-ubyte.gz").exists()  # nothing under the real name
     leftovers = list(cache.glob(".*.part"))
     assert len(leftovers) == 1  # the killed process's hidden part file, named with its dead pid...
@@ -100,17 +106,7 @@ def test_kill_inside_bundle_write_keeps_previous_bundle(tmp_path: Path) -> None:
             Path({str(marker)!r}).touch()
             time.sleep(60)
     """)
-    process = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "writer never started"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(script, marker.exists)
     assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
     assert len(list(tmp_path.glob(".bundle.*.staging"))) == 1  # the killed writer's leftover...
     from digitrec.atomic import recover_interrupted
