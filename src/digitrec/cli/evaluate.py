@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from digitrec.data import DataConfig, load_split, to_model_input
+from digitrec.bundle import ModelSource
+from digitrec.data import DataConfig, Split, load_split, to_model_input
 from digitrec.evaluate import compute_metrics, misclassified
 from digitrec.runtime import load_classifier
 
@@ -36,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     probabilities = classifier.predict_proba(to_model_input(test.images))
     metrics = compute_metrics(test.labels, probabilities)
     metadata = classifier.source.metadata
-    members = _member_metrics(classifier, test) if metadata.get("ensemble_size", 1) > 1 else []
-    result = {"model": classifier.source.description, "architecture": metadata.get("architecture"),
+    members = _member_metrics(classifier.source, test) if metadata.get("ensemble_size", 1) > 1 else []
+    result: dict[str, Any] = {"model": classifier.source.description, "architecture": metadata.get("architecture"),
               **metrics.to_json(), "members": members}
 
     if args.report is not None:
@@ -71,17 +73,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _member_metrics(classifier: object, test: object) -> list[dict[str, object]]:
+def _member_metrics(source: ModelSource, test: Split) -> list[dict[str, Any]]:
     """Each member of an ensemble bundle scored alone (needs its .keras, so Keras)."""
     from digitrec.runtime import load_keras_model
 
-    source = classifier.source  # type: ignore[attr-defined]
     if source.keras_path is None:
         return []
     ensemble = load_keras_model(source.keras_path)
-    members = [layer for layer in ensemble.layers if hasattr(layer, "layers") and layer.layers]
-    images = to_model_input(test.images)  # type: ignore[attr-defined]
-    return [
-        {"member": i, "accuracy": compute_metrics(test.labels, member.predict(images, 512, verbose=0)).accuracy}  # type: ignore[attr-defined]
-        for i, member in enumerate(members)
-    ]
+    members = [layer for layer in ensemble.layers if getattr(layer, "layers", None)]  # the sub-models
+    images = to_model_input(test.images)
+    return [{"member": i, "accuracy": compute_metrics(test.labels, member.predict(images, 512, verbose=0)).accuracy}
+            for i, member in enumerate(members)]
