@@ -53,8 +53,11 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # The original: Adam at its default rate, batch 32, 5 epochs, no augmentation, the last epoch kept.
-    "seed": Recipe(epochs=5, batch_size=32, learning_rate=1e-3, schedule="constant", augment=False, keep="last"),
+    # The original's architecture, layer for layer, trained our way: its own recipe (Adam 1e-3, batch 32, no
+    # augmentation, last of 5 epochs) lands anywhere in 98.76-99.32% by seed (mean 98.98%, 6 seeds), while
+    # a one-cycle schedule at batch 128 with augmentation gave 99.25-99.39% (6 seeds) in fewer CPU seconds.
+    # `--batch-size 32 --learning-rate 1e-3 --schedule constant --no-augment` trains it as it was.
+    "seed": Recipe(epochs=5, batch_size=128, learning_rate=3e-3, schedule="one-cycle", augment=True, keep="last"),
     "bn-strided-cnn": Recipe(epochs=40, batch_size=128, learning_rate=4e-3, schedule="one-cycle", augment=True),
     "bn-strided-cnn-small": Recipe(epochs=10, batch_size=128, learning_rate=5e-3, schedule="one-cycle",
                                    augment=True),

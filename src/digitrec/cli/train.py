@@ -24,14 +24,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"architecture (default: {DEFAULT_ARCH}; 'seed' is the original system's CNN)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe: seed 5, "
                         "bn-strided-cnn 40)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the recipe's: seed 32, else 128)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: 128)")
     parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; member i uses seed+i (default: 0)")
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
                         help="train N members and average their probabilities (default: 1)")
     parser.add_argument("--patience", type=int, default=8,
                         help="stop after this many epochs without a validation gain (default: 8; 0: never)")
-    parser.add_argument("--no-augment", action="store_true", help="turn augmentation off (default: recipe's)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random rotation/scale/shear/shift/stroke width while training (default: on)")
+    parser.add_argument("--schedule", choices=["constant", "one-cycle"],
+                        help="learning-rate schedule (default: recipe's: one-cycle)")
     parser.add_argument("--data-dir", type=Path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
                         " else the user cache, downloading there)")
     parser.add_argument("--no-verify", action="store_true", help="accept MNIST files with other checksums")
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         arch=args.arch, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, ensemble=args.ensemble,
-        patience=args.patience or None, augment=False if args.no_augment else None,
+        patience=args.patience or None, augment=args.augment, schedule=args.schedule,
         limit=2000 if args.dry_run else args.limit,
         data=DataConfig(data_dir=args.data_dir, verify_checksums=not args.no_verify),
     ).resolved()
