@@ -63,7 +63,7 @@ def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def scale_to_max_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """(H, W) -> (h, w) with max(h, w) <= max_side, and the scale h/H (never enlarges).
+    """(H, W) -> (h, w) with max(h, w) <= max_side, and the scale 1 / factor (never enlarges).
 
     Shrinks by a whole factor (block averaging, several times faster than a fractional area resize).
     """
@@ -72,7 +72,9 @@ def scale_to_max_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, flo
     if factor <= 1:
         return image, 1.0
     small = resize_to(image, max(1, width // factor), max(1, height // factor))
-    return small, small.shape[0] / height
+    # The scale is the factor, not a ratio of sides: in a thin image (641x13 -> 320x6) the sides' ratios
+    # differ, and the height's would map analysis columns past the original's right edge.
+    return small, 1.0 / factor
 
 
 def ink_is_dark(grey: np.ndarray) -> bool:
