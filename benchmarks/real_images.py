@@ -338,7 +338,8 @@ def main() -> int:
     if args.model is not None:
         models[args.model.name] = load_model(args.model)
     names = args.only or list(CONDITIONS)
-    header = f"{'condition':<14}" + "".join(f"{m + ' orig':>16}{m + ' ours':>16}" for m in models)
+    width = max(16, *(len(m) + 7 for m in models))
+    header = f"{'condition':<14}" + "".join(f"{m + ' orig':>{width}}{m + ' ours':>{width}}" for m in models)
     print(f"USPS rendered as users' images, {args.n} per condition, seed {args.seed}\n{header}")
     confidences: list[tuple[float, bool]] = []
     for name in names:
@@ -350,7 +351,7 @@ def main() -> int:
             show = args.show / model_name if args.show else None
             scores = run_condition(cases, classifier, kind, show, name)
             original = f"{scores['original']:.1%}" if kind == "digit" else "0.0%*"
-            row += f"{original:>16}{scores['ours']:>16.1%}"
+            row += f"{original:>{width}}{scores['ours']:>{width}.1%}"
             if model_name == "seed":
                 confidences += scores["confidences"]
             print(f"  ({name}, {model_name}: {time.perf_counter() - start:.1f} s)", file=sys.stderr)
