@@ -84,16 +84,18 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             )
         if width < 1 or height < 1:
             raise NotAnImageError(f"empty image ({width}x{height} pixels)")
-        if getattr(image, "n_frames", 1) > 1:
-            log.info("%s image with %d frames: reading the first", image.format, image.n_frames)
         try:
+            # Counting frames parses every frame's header: a corrupt later frame raises here (inside the try).
+            if getattr(image, "n_frames", 1) > 1:
+                log.info("%s image with %d frames: reading the first", image.format, image.n_frames)
             image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_grey(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageTooLargeError(f"image too large to decode: {error}") from error
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError) as error:
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
+                ZeroDivisionError) as error:
             # Decoders report truncated and corrupt data with many exception types.
             raise NotAnImageError(f"truncated or corrupt {image.format or ''} image ({error})".replace("  ", " ")) \
                 from error
