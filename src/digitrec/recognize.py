@@ -78,6 +78,8 @@ def as_grey(image: np.ndarray) -> np.ndarray:
         array = array.astype(np.float32) / 255.0
     elif array.dtype.kind in "iu":
         array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    elif array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        array = np.clip(array, -1.0, 2.0)  # values beyond float32's range would overflow (a warning) in the cast
     array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     if array.ndim == 3 and array.shape[2] in (3, 4):
         grey = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114  # ITU-R 601
