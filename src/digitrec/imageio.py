@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import stat
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageTooLargeError(f"image too large to decode: {error}") from error
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-                ZeroDivisionError) as error:
+                ZeroDivisionError, struct.error) as error:
             # Decoders report truncated and corrupt data with many exception types.
             raise NotAnImageError(f"truncated or corrupt {image.format or ''} image ({error})".replace("  ", " ")) \
                 from error
