@@ -90,6 +90,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             if getattr(image, "n_frames", 1) > 1:
                 log.info("%s image with %d frames: reading the first", image.format, image.n_frames)
             image.seek(0)
+            if image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
+                # libjpeg can hand over the luma channel alone: the same grey we would compute, twice as fast.
+                image.draft("L", image.size)
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_grey(image)
@@ -157,8 +160,10 @@ def to_grey(image) -> np.ndarray:  # image: PIL.Image.Image (imported lazily)
         grey = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0  # (H, W) colour only
         alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0  # (H, W)
         return composite_alpha(grey, alpha)
-    if mode != "L":
-        image = image.convert("RGB").convert("L")  # CMYK, YCbCr, P, 1, ... -> ITU-R 601 luminance
+    if mode == "RGB":
+        image = image.convert("L")  # ITU-R 601 luminance
+    elif mode != "L":
+        image = image.convert("RGB").convert("L")  # CMYK, YCbCr, P, 1, ... via RGB to the same luminance
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
