@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "digit", "number")
 MAX_DIGITS = 32  # bound the work one image can cause
 # Below this top probability a digit is flagged as unsure. Measured, not guessed: benchmarks/real_images.py
-# (seed model, our pipeline, 9,000 single-digit USPS renderings pooled) flags 5.8% of digits at 0.90 and
-# catches 77% of the errors, leaving 0.7% errors among unflagged digits (0.80: 3.8% / 61% / 1.1%;
-# 0.95: 7.9% / 83% / 0.5%). Re-measure with the default model when it ships.
+# (our pipeline, single-digit USPS renderings pooled). Seed model, seed 0, 9,000 digits: 0.90 flags 5.8% and
+# catches 77% of the errors (0.80: 3.8% / 61%; 0.95: 7.9% / 83%). Bundled model, fresh renderings (seed 1,
+# 3,000 digits): 0.90 flags 1.4% and catches 57% (0.80: 1.0% / 54%; 0.95: 1.7% / 60%): it is surer when
+# right, and its remaining errors are mostly confident ones, which no threshold separates.
 LOW_CONFIDENCE = 0.90
 # A group wider than this (width / height) may be touching digits: try cutting it.
 SPLIT_ASPECT = 1.0
