@@ -105,8 +105,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         raise
 
 
-def _dead_siblings(target: Path, suffix: str) -> list[Path]:
-    """Hidden siblings `.<name>.<pid>.*<suffix>` of `target` whose pid no longer runs."""
+def dead_siblings(target: Path, suffix: str) -> list[Path]:
+    """Hidden siblings `.<name>.<pid>.*<suffix>` of `target` (temp files, staging folders) whose pid no
+    longer runs: left by a process killed mid-write, garbage now. A live pid may be a concurrent writer."""
     found = []
     for path in target.parent.glob(f".{target.name}.*{suffix}"):
         pid = path.name[len(target.name) + 2 :].split(".", 1)[0]
@@ -121,9 +122,9 @@ def recover_interrupted(target: Path) -> None:
     Abandoned staging folders are deleted; if the kill fell between moving the old folder aside and
     moving the new one in, the old folder is put back.
     """
-    for staging in _dead_siblings(target, ".staging"):
+    for staging in dead_siblings(target, ".staging"):
         shutil.rmtree(staging, ignore_errors=True)
-    for backup in _dead_siblings(target, ".old"):
+    for backup in dead_siblings(target, ".old"):
         if not target.exists():
             os.replace(backup, target)
         else:

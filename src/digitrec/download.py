@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from digitrec.atomic import pid_alive
+from digitrec.atomic import dead_siblings
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,9 @@ def remove_abandoned_parts(destination: Path) -> list[Path]:
     A part file is named `.<name>.<pid>.<random>.part`; one whose pid no longer runs is garbage, one whose
     pid runs may be a concurrent download and is left alone.
     """
-    removed = []
-    for part in destination.parent.glob(f".{destination.name}.*.part"):
-        pid = part.name[len(destination.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            part.unlink(missing_ok=True)
-            removed.append(part)
+    removed = dead_siblings(destination, ".part")
+    for part in removed:
+        part.unlink(missing_ok=True)
     return removed
 
 
