@@ -35,7 +35,8 @@ def mnist_dir() -> Path:
     """
     import os
 
-    path = Path(os.environ.get("DIGITREC_DATA_DIR") or REPO_ROOT.parent / "shared" / "mnist")
+    # Absolute: tests that change the working folder must still find it (the README passes a relative path).
+    path = Path(os.environ.get("DIGITREC_DATA_DIR") or REPO_ROOT.parent / "shared" / "mnist").resolve()
     missing = [name for name in MNIST_NAMES if not (path / f"{name}.gz").is_file()]
     if missing:
         pytest.fail(f"{path} lacks {', '.join(missing)}: point DIGITREC_DATA_DIR at the MNIST files")
