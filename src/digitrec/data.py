@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ class Split:
 
     images: np.ndarray
     labels: np.ndarray
+    md5: dict[str, str] = field(default_factory=dict)  # file name -> MD5 of the bytes it was read from
 
 
 def cache_dir() -> Path:
@@ -117,7 +118,8 @@ def ensure_files(config: DataConfig, progress: ProgressFactory | None = None) ->
     return paths
 
 
-def _read_checked(path: Path, name: str, verify: bool) -> np.ndarray:
+def _read_checked(path: Path, name: str, verify: bool) -> tuple[np.ndarray, str]:
+    """(array, MD5 of the uncompressed bytes) of one MNIST file, checked."""
     # Parse before checking the MD5 so a cut-short or non-IDX file is reported as such, not as a mismatch.
     try:
         data = read_bytes(path)
@@ -126,12 +128,13 @@ def _read_checked(path: Path, name: str, verify: bool) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from error
     except IdxError as error:  # corrupt gzip (from read_bytes) as well as a bad IDX structure
         raise DataError(str(error)) from error
-    if verify and md5_hex(data) != MNIST_FILES[name]:
+    digest = md5_hex(data)
+    if verify and digest != MNIST_FILES[name]:
         raise DataError(
-            f"{path}: checksum mismatch: MD5 of the uncompressed bytes is {md5_hex(data)}, the canonical"
+            f"{path}: checksum mismatch: MD5 of the uncompressed bytes is {digest}, the canonical"
             f" {name} has {MNIST_FILES[name]} (pass --no-verify to accept non-canonical IDX files)"
         )
-    return array
+    return array, digest
 
 
 def load_split(split: str, config: DataConfig = DataConfig(),
@@ -139,8 +142,8 @@ def load_split(split: str, config: DataConfig = DataConfig(),
     """Load the 'train' or 'test' split, checked for shape, dtype, count agreement and checksums."""
     image_name, label_name = SPLITS[split]
     paths = ensure_files(config, progress)
-    images = _read_checked(paths[image_name], image_name, config.verify_checksums)
-    labels = _read_checked(paths[label_name], label_name, config.verify_checksums)
+    images, images_md5 = _read_checked(paths[image_name], image_name, config.verify_checksums)
+    labels, labels_md5 = _read_checked(paths[label_name], label_name, config.verify_checksums)
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
         raise DataError(
             f"{paths[image_name]}: wrong dimensions: expected (N, 28, 28) uint8 images,"
@@ -157,7 +160,7 @@ def load_split(split: str, config: DataConfig = DataConfig(),
         )
     if labels.size and labels.max() >= NUM_CLASSES:
         raise DataError(f"{paths[label_name]}: label {int(labels.max())} out of range 0-9")
-    return Split(images=images, labels=labels)
+    return Split(images=images, labels=labels, md5={image_name: images_md5, label_name: labels_md5})
 
 
 def checksums(config: DataConfig = DataConfig()) -> dict[str, str]:

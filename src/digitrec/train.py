@@ -29,7 +29,7 @@ from digitrec.atomic import OutputError, atomic_directory, ensure_writable
 from digitrec.augment import AugmentConfig, wrap_for_training
 from digitrec.bundle import INPUT_FORMAT, KERAS_FILE, TFLITE_FILE, write_metadata
 from digitrec.checkpoint import RunState, TrainingCheckpoint, checkpoint_dir_for
-from digitrec.data import DataConfig, Split, checksums, load_split, to_model_input
+from digitrec.data import DataConfig, Split, load_split, to_model_input
 from digitrec.evaluate import Metrics, compute_metrics
 from digitrec.export import check_agreement, export_tflite
 from digitrec.models import DEFAULT_ARCH, average_ensemble, make_model
@@ -202,7 +202,8 @@ def train(config: TrainConfig, output: Path, *, command: str,
     for model, summary in zip(members, summaries, strict=True):
         summary["test_accuracy"] = compute_metrics(test.labels, model.predict(x_test, 512, verbose=0)).accuracy
     metrics = compute_metrics(test.labels, final.predict(x_test, 512, verbose=0))
-    metadata = describe(config, command, metrics, summaries, time.perf_counter() - started + run_state.seconds)
+    metadata = describe(config, command, metrics, summaries, time.perf_counter() - started + run_state.seconds,
+                        mnist_md5={**full_train.md5, **test.md5})
     write_bundle(final, output, metadata, x_test[:AGREEMENT_IMAGES])
     shutil.rmtree(run_dir, ignore_errors=True)
     return TrainResult(output=output, metadata=metadata)
@@ -237,7 +238,7 @@ def write_bundle(model: keras.Model, output: Path, metadata: dict[str, Any], che
 
 
 def describe(config: TrainConfig, command: str, metrics: Metrics, members: list[dict[str, Any]],
-             seconds: float) -> dict[str, Any]:
+             seconds: float, mnist_md5: dict[str, str]) -> dict[str, Any]:
     """The bundle's model.json: everything needed to know what this model is and how it came to be."""
     try:  # training may run on another Keras backend (e.g. JAX on a GPU machine)
         import tensorflow as tf
@@ -256,7 +257,7 @@ def describe(config: TrainConfig, command: str, metrics: Metrics, members: list[
         "seed": config.seed,
         "command": command,
         "config": _jsonable(dataclasses.asdict(config)),
-        "mnist_md5": checksums(config.data),
+        "mnist_md5": mnist_md5,  # as read for this run, not re-read
         "test_accuracy": metrics.accuracy,
         "test_n": metrics.n,
         "per_class_accuracy": metrics.per_class_recall,
