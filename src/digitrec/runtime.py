@@ -8,6 +8,7 @@ Keras (TensorFlow), for evaluation and for models that were never exported. `loa
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,28 @@ class Classifier(Protocol):
     source: ModelSource
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What a classifier says about a batch of 28x28 crops."""
+
+    probabilities: np.ndarray  # (N, 10) float32: each digit's probability, rows summing to 1
+    not_digit: np.ndarray  # (N,) float32 in [0, 1]: probability the crop is not a digit (0 for 10-class models)
+
+
+def classify(classifier: Classifier, images: np.ndarray) -> Scores:
+    """Digit probabilities and not-a-digit scores for (N, 28, 28) images, from any classifier.
+
+    Classifiers that know "not a digit" (a reject output, calibration) provide `predict_scores`; any other
+    object with `predict_proba` (an original 10-class model, a test double) scores every crop as a digit.
+    """
+    predict_scores = getattr(classifier, "predict_scores", None)
+    if predict_scores is not None:
+        scores: Scores = predict_scores(images)
+        return scores
+    probabilities = np.asarray(classifier.predict_proba(images), dtype=np.float32)  # (N, 10)
+    return Scores(probabilities, np.zeros(len(probabilities), np.float32))
 
 
 def as_model_batch(images: np.ndarray) -> np.ndarray:
