@@ -49,6 +49,25 @@ def classify(classifier: Classifier, images: np.ndarray) -> Scores:
     return Scores(probabilities, np.zeros(len(probabilities), np.float32))
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a model's scores become decisions; measured per model and recorded in its model.json."""
+
+    not_digit: float = 0.5  # a crop whose not-a-digit score is at least this is rejected
+    low_confidence: float = 0.90  # a digit whose (calibrated) probability is below this is flagged unsure
+
+
+def decision_thresholds(classifier: Classifier) -> Thresholds:
+    """The thresholds in the model's metadata (`calibration` in model.json), else the defaults."""
+    metadata = getattr(getattr(classifier, "source", None), "metadata", None) or {}
+    calibration = metadata.get("calibration") or {}
+    defaults = Thresholds()
+    return Thresholds(
+        not_digit=float(calibration.get("not_digit_threshold", defaults.not_digit)),
+        low_confidence=float(calibration.get("low_confidence_threshold", defaults.low_confidence)),
+    )
+
+
 def as_model_batch(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) or (N, 28, 28, 1), any real dtype in [0, 1] -> (N, 28, 28, 1) float32."""
     batch = np.asarray(images, dtype=np.float32)
