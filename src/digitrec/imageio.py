@@ -62,6 +62,12 @@ def _register_heif() -> None:
     register_heif_opener()
 
 
+def looks_like_svg(data: bytes) -> bool:
+    """True when the bytes start like an SVG document (an `<svg` tag near the top, after any XML prolog)."""
+    head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<?xml", b"<svg", b"<!--", b"<!doctype svg")) and b"<svg" in head
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Image file bytes -> (H, W) float32 grey in [0, 1] (1 = white); raises an `ImageError` subclass."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -76,6 +82,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         # Pillow's own bomb check (~89M px warns, ~179M px refuses) fires inside open(), before ours can.
         raise ImageTooLargeError(f"image too large to decode (over {max_pixels:,} pixels): {error}") from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        if looks_like_svg(data):
+            # Browsers preview SVG happily, so say why this one is refused (a vector drawing has no pixels).
+            raise NotAnImageError("SVG drawings aren't supported: export a PNG") from error
         raise NotAnImageError("not an image (or a format this installation cannot read)") from error
     with image:
         width, height = image.size
