@@ -125,3 +125,85 @@ def _png_bomb(width: int, height: int) -> bytes:
 def png_bomb():
     """png_bomb(width, height): a tiny, valid PNG whose header claims width x height pixels."""
     return _png_bomb
+
+
+# --- Corrections store: a real PostgreSQL for the store tests (and SQLite beside it) --------------------
+
+POSTGRES_ENV = "DIGITREC_TEST_POSTGRES"  # a server URL (.ci/run starts one); unset: the session starts its own
+
+
+def _postgres_binary(name: str) -> str:
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[::-1]), None)
+    if found is None:
+        pytest.fail(f"PostgreSQL's {name} not found: install PostgreSQL (Debian: apt-get install postgresql);"
+                    " the store tests need a real server")
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL for the session: $DIGITREC_TEST_POSTGRES, else a throw-away server.
+
+    The throw-away one lives in a temp folder and listens on a unix socket only; as root it runs as
+    `nobody` (PostgreSQL refuses to run as root). If it cannot start the tests fail, they never skip.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.environ.get(POSTGRES_ENV):
+        yield os.environ[POSTGRES_ENV]
+        return
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    root = Path(tempfile.mkdtemp(prefix="digitrec-pg-"))
+    root.chmod(0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "nobody", "nogroup")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    data, log = root / "data", root / "server.log"
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120, cwd=root)
+        if done.returncode != 0:
+            server_log = log.read_text(errors="replace") if log.exists() else ""
+            pytest.fail(f"PostgreSQL did not start ({' '.join(command[:2])}): {done.stderr}{done.stdout}{server_log}")
+
+    try:
+        run(initdb, "-D", str(data), "-U", "digitrec", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run(pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+            f"-k {root} -c listen_addresses='' -c max_connections=60", "start")
+        yield f"postgresql://digitrec@/postgres?host={root}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped after it)."""
+    import uuid
+
+    import psycopg
+
+    name = f"digitrec_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = postgres_server.partition("?")
+    yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same store test on an SQLite file and on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store" / "corrections.sqlite3")
+    return request.getfixturevalue("postgres_url")
