@@ -10,6 +10,7 @@ from digitrec.store.corrections import (
     CorrectionStore,
     NewCorrection,
     StoreError,
+    is_held_out,
     open_store,
     parse_label,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "StoreError",
     "default_store_path",
     "describe_url",
+    "is_held_out",
     "open_store",
     "parse_label",
     "resolve_store_url",

@@ -28,11 +28,17 @@ SOURCES = ("page", "api", "cli")
 NONE_LABEL = "none"  # the label meaning "this is not a digit"
 MAX_LABEL_DIGITS = 32  # as many digits as one image can be read as
 INPUT_SHAPE = (28, 28)
+VALIDATION_EVERY = 5  # every 5th correction by id is held out for validation: chosen by id, never by outcome
 LABEL_PATTERN = re.compile(rf"[0-9]{{1,{MAX_LABEL_DIGITS}}}")
 
 
 class StoreError(OSError):
     """The store cannot be opened or used (unreachable server, newer schema, bad file); says which."""
+
+
+def is_held_out(correction_id: int) -> bool:
+    """Whether a correction belongs to the validation slice (fine-tuning never trains on it)."""
+    return correction_id % VALIDATION_EVERY == 0
 
 
 def parse_label(text: str) -> str:
