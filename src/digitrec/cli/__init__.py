@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from digitrec import __version__
-from digitrec.cli import evaluate, export, predict, serve, train
+from digitrec.cli import evaluate, export, feedback, models, predict, serve, train
 
-COMMANDS = (train, evaluate, predict, serve, export)
+COMMANDS = (train, evaluate, predict, serve, export, feedback, models)
 
 
 class UserError(Exception):
