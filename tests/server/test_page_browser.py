@@ -72,7 +72,10 @@ def test_upload_a_file_shows_answer_and_bars(page_factory: Callable[..., Any],
     assert widths[2] > 0.5
     assert sum(widths.values()) == pytest.approx(1, abs=0.05)
     assert page.text_content("#bars .bar-row.best .bar-label") == "2"
-    assert page.is_visible("#preview") and not page.is_visible("#pad")
+    # The preview shows under a see-through canvas (drawing on it starts a new drawing).
+    assert page.is_visible("#preview")
+    assert page.eval_on_selector("#pad", "pad => pad.getContext('2d').getImageData(0, 0, 600, 360).data"
+                                         ".every((value, index) => index % 4 !== 3 || value === 0)")
     assert page.console_errors == []
 
 

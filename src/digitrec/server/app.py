@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 
 from digitrec import __version__
 from digitrec.runtime import Classifier, load_classifier
@@ -42,17 +43,22 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
         version=__version__,
         description="Read handwritten digits and numbers in images. Draw or upload at `/`; JSON API below.",
         lifespan=lifespan,
+        docs_url=None,  # pages.py serves /docs and /redoc from local copies, not FastAPI's CDN pages
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
     app.add_middleware(SecurityHeadersMiddleware)
+    # Text (page, scripts, JSON) shrinks 3-5x; PNG/JPEG bodies are skipped by Starlette's default exclusions.
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["content-type"])
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(api.router)
-    app.mount("/static", pages.static_files(), name="static")
+    app.mount(pages.STATIC_URL, pages.static_files(), name="static")
+    app.mount(pages.DOCS_ASSETS_URL, pages.docs_assets(), name="docs-assets")
     return app
 
 
