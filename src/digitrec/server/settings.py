@@ -22,15 +22,29 @@ class ServerSettings:
     request_timeout_s: float = 10.0  # a request still running after this gets a 503 (bounds slow uploads too)
     inference_threads: int = 0  # recognitions run at once (each thread has its own interpreter); 0: CPU count
     cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser; empty: CORS off
+    # Corrections and model versions (issue 11): see server/feedback.py and server/hotswap.py.
+    host: str = "127.0.0.1"  # the address served: feedback is open only on loopback unless a token is set
+    api_token: str | None = None  # bearer token the feedback endpoints require; None: no token
+    store: str | None = None  # corrections store path or URL; None: $DIGITREC_STORE, else the user data folder
+    models_dir: Path | None = None  # model versions; None: $DIGITREC_MODELS, else the user data folder
+    reload_interval_s: float = 1.0  # how often the active model version is checked (when --model is not given)
 
     @property
     def max_concurrent_inferences(self) -> int:
         return self.inference_threads or os.cpu_count() or 1
 
+    @property
+    def feedback_mode(self) -> str:
+        """ "token" (writes need the bearer token), "open" (loopback, no token) or "off" (exposed, no token)."""
+        if self.api_token:
+            return "token"
+        return "open" if is_loopback(self.host) else "off"
+
     def to_env(self) -> str:
         values = dataclasses.asdict(self)
         values["model_path"] = None if self.model_path is None else str(self.model_path)
         values["cors_origins"] = list(self.cors_origins)
+        values["models_dir"] = None if self.models_dir is None else str(self.models_dir)
         return json.dumps(values)
 
     @classmethod
@@ -39,4 +53,18 @@ class ServerSettings:
         if values.get("model_path") is not None:
             values["model_path"] = Path(values["model_path"])
         values["cors_origins"] = tuple(values.get("cors_origins", ()))
+        if values.get("models_dir") is not None:
+            values["models_dir"] = Path(values["models_dir"])
         return cls(**values)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a --host value) only accepts connections from this machine."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything: treat as exposed
