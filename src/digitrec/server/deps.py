@@ -12,6 +12,7 @@ import anyio
 from fastapi import Depends, Request
 
 from digitrec.runtime import Classifier
+from digitrec.server.hotswap import ServedModel
 from digitrec.server.settings import ServerSettings
 
 
@@ -23,10 +24,16 @@ async def get_classifier(request: Request) -> Classifier:
     return request.app.state.classifier
 
 
+async def get_served_model(request: Request) -> ServedModel:
+    """The model and its version, as they are when the request starts (a hot swap does not change them)."""
+    return request.app.state.served
+
+
 async def get_inference_limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.inference_limiter
 
 
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 InferenceLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_inference_limiter)]
