@@ -57,6 +57,10 @@ class ModelInfo(BaseModel):
     runtime: str = Field(description="inference runtime: `litert` or `keras`")
     input_format: dict[str, Any] = Field(description="the input the network takes")
     classes: list[int] = Field(description="output classes, in the order of `probabilities`")
+    model_version: str | None = Field(default=None, description="the model version served (`digitrec models`);"
+                                      " null: an explicit --model or the bundled model")
+    feedback: str = Field(default="open", description="whether corrections are accepted: `open`, `token` (they"
+                          " need `Authorization: Bearer <token>`) or `off` (exposed server, no token)")
 
 
 class Health(BaseModel):
