@@ -15,7 +15,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from digitrec import __version__
 from digitrec.runtime import Classifier, load_classifier
-from digitrec.server import api, health, pages
+from digitrec.server import api, feedback, health, hotswap, pages
 from digitrec.server.errors import install_error_handlers
 from digitrec.server.middleware import RequestTimeoutMiddleware, SecurityHeadersMiddleware
 from digitrec.server.settings import SETTINGS_ENV, ServerSettings
@@ -30,13 +30,19 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        classifier = classifier_loader(settings.model_path)
+        served = hotswap.load_served(settings, classifier_loader)  # --model, else the active version
+        classifier = served.classifier
         api.warm_up(classifier)  # the first user's answer is as fast as the rest
         log.info("serving %s", classifier.source.description)
         app.state.settings = settings
-        app.state.classifier = classifier
+        hotswap.install(app, served)
         app.state.inference_limiter = anyio.CapacityLimiter(settings.max_concurrent_inferences)
-        yield
+        app.state.feedback_store = feedback.LazyStore(settings.store)
+        try:
+            async with hotswap.watching(app, settings, classifier_loader, api.warm_up):
+                yield
+        finally:
+            app.state.feedback_store.close()
 
     app = FastAPI(
         title="digitrec",
@@ -57,6 +63,7 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(feedback.router)
     app.mount(pages.STATIC_URL, pages.static_files(), name="static")
     app.mount(pages.DOCS_ASSETS_URL, pages.docs_assets(), name="docs-assets")
     return app
