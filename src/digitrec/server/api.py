@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 import cv2
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -19,7 +19,7 @@ from digitrec import __version__
 from digitrec.bundle import INPUT_FORMAT
 from digitrec.recognize import Recognition, recognize
 from digitrec.runtime import Classifier, LiteRTClassifier
-from digitrec.server.deps import ClassifierDep, InferenceLimiterDep, SettingsDep
+from digitrec.server.deps import InferenceLimiterDep, ServedModelDep, SettingsDep
 from digitrec.server.schemas import DigitPrediction, ErrorResponse, Mode, ModelInfo, PredictResponse
 
 router = APIRouter(prefix="/api/v1", tags=["recognition"])
@@ -49,7 +49,8 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
 async def predict(
     request: Request,
-    classifier: ClassifierDep,
+    served: ServedModelDep,
+    reply: Response,
     settings: SettingsDep,
     limiter: InferenceLimiterDep,
     mode: Annotated[Mode, Query(description="`digit`, `number`, or `auto` to decide from the image")] = Mode.auto,
@@ -58,7 +59,8 @@ async def predict(
     """Read the digit or number in an image (multipart field `file`, or the image bytes as the body)."""
     data = await read_image_bytes(request, settings.max_body_bytes)
     started = time.perf_counter()
-    run = partial(recognize, data, classifier, mode.value, max_pixels=settings.max_pixels)
+    reply.headers["X-Model-Version"] = served.version or "unversioned"  # the registry version answering
+    run = partial(recognize, data, served.classifier, mode.value, max_pixels=settings.max_pixels)
     # CPU-bound: off the event loop, at most `limiter` at once; abandoned (not waited for) on timeout.
     recognition = await anyio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
     response = to_response(recognition, with_images=images)
@@ -67,8 +69,9 @@ async def predict(
 
 
 @router.get("/model", response_model=ModelInfo)
-async def model_info(classifier: ClassifierDep) -> ModelInfo:
+async def model_info(served: ServedModelDep, settings: SettingsDep) -> ModelInfo:
     """Describe the model this server runs: architecture, test accuracy, version, input format."""
+    classifier = served.classifier
     metadata = classifier.source.metadata
     return ModelInfo(
         architecture=metadata.get("architecture"),
@@ -79,6 +82,8 @@ async def model_info(classifier: ClassifierDep) -> ModelInfo:
         runtime="litert" if isinstance(classifier, LiteRTClassifier) else "keras",
         input_format=metadata.get("input") or INPUT_FORMAT,
         classes=list(range(10)),
+        model_version=served.version,
+        feedback=settings.feedback_mode,
     )
 
 
