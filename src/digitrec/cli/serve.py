@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from digitrec.bundle import resolve_model
@@ -26,6 +28,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="allow browser calls from this origin; repeatable (default: none, CORS off)")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                         help="log every request (default: on)")
+    # Corrections and model versions (issue 11).
+    parser.add_argument("--api-token", default=os.environ.get("DIGITREC_API_TOKEN") or None, metavar="TOKEN",
+                        help="bearer token the feedback API requires (default: $DIGITREC_API_TOKEN; without one,"
+                             " feedback is accepted only on a loopback --host)")
+    parser.add_argument("--store", default=None, metavar="PATH|URL",
+                        help="corrections store: SQLite file or postgresql:// URL (default: $DIGITREC_STORE, else"
+                             " the user data folder)")
+    parser.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+                        help="model versions; without --model the active one is served and a promote or rollback"
+                             " is picked up within seconds (default: $DIGITREC_MODELS, else the user data folder)")
     parser.set_defaults(run=run)
 
 
@@ -41,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
     settings = ServerSettings(model_path=args.model, request_timeout_s=args.timeout,
                               cors_origins=tuple(args.cors_origin))
+    settings = dataclasses.replace(settings, host=args.host, api_token=args.api_token, store=args.store,
+                                   models_dir=args.models_dir)  # corrections and model versions (issue 11)
+    if settings.feedback_mode == "off":
+        print(f"digitrec serve: feedback (corrections) is off: --host {args.host} is not loopback and no"
+              " --api-token (or DIGITREC_API_TOKEN) is set", file=sys.stderr)
     resolve_model(settings.model_path)  # a wrong --model is one line on stderr now, not a traceback per worker
     options = {"host": args.host, "port": args.port, "access_log": args.access_log, "server_header": False,
                "timeout_keep_alive": 5, "timeout_graceful_shutdown": 5}
