@@ -207,3 +207,23 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "store" / "corrections.sqlite3")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_store_and_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep every test (and every server or CLI it starts) off the user's own corrections and model versions:
+    `serve` runs the active version of $DIGITREC_MODELS, so a promote in the real user folder would change
+    what other tests see."""
+    import os
+
+    root = tmp_path_factory.mktemp("user-data")
+    saved = {name: os.environ.get(name) for name in ("DIGITREC_STORE", "DIGITREC_MODELS", "DIGITREC_API_TOKEN")}
+    os.environ["DIGITREC_STORE"] = str(root / "corrections.sqlite3")
+    os.environ["DIGITREC_MODELS"] = str(root / "models")
+    os.environ.pop("DIGITREC_API_TOKEN", None)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
