@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,12 +156,92 @@ def test_atomic_directory_restores_the_old_folder_when_the_swap_fails(
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_replace(src, dst)
 
+    monkeypatch.setattr(digitrec.atomic, "exchange", lambda first, second: False)  # the two-rename fallback
     monkeypatch.setattr(digitrec.atomic.os, "replace", replace_failing_for_staging)
     with pytest.raises(OutputError, match=f"cannot write {target}"), atomic_directory(target) as staging:
         (staging / "model.tflite").write_bytes(b"new")
 
     assert (target / "model.tflite").read_bytes() == b"old"
     assert names(tmp_path) == ["bundle"]
+
+
+def test_atomic_directory_keeps_the_old_folder_when_the_exchange_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "model.tflite").write_bytes(b"old")
+
+    def failing_exchange(first: Path, second: Path) -> bool:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(second))
+
+    monkeypatch.setattr(digitrec.atomic, "exchange", failing_exchange)
+    with pytest.raises(OutputError, match=f"cannot write {target}"), atomic_directory(target) as staging:
+        (staging / "model.tflite").write_bytes(b"new")
+    assert (target / "model.tflite").read_bytes() == b"old"
+    assert names(tmp_path) == ["bundle"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_exchange_swaps_two_folders_in_one_step(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "name").write_text("a")
+    (second / "name").write_text("b")
+    assert digitrec.atomic.exchange(first, second)  # tmpfs and ext4 both support it
+    assert (first / "name").read_text() == "b" and (second / "name").read_text() == "a"
+
+
+WATCHER = """
+import os, sys
+path, stop = sys.argv[1], sys.argv[2]
+checks = misses = 0
+print("ready", flush=True)
+while not os.path.exists(stop):
+    for _ in range(200):
+        checks += 1
+        if not os.path.exists(path):
+            misses += 1
+print(checks, misses, flush=True)
+"""
+
+
+def test_a_reader_never_finds_the_folder_missing_during_swaps(tmp_path: Path) -> None:
+    """Another process checks the bundle's file in a tight loop while it is replaced 300 times."""
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "model.json").write_text("0")
+    stop = tmp_path / "stop"
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(target / "model.json"), str(stop)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None and watcher.stdout.readline().strip() == "ready"
+        for version in range(300):
+            with atomic_directory(target) as staging:
+                (staging / "model.json").write_text(str(version))
+        stop.touch()
+        checks, misses = map(int, watcher.communicate(timeout=30)[0].split())
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert checks > 1000  # it really watched
+    assert misses == 0
+    assert (target / "model.json").read_text() == "299"
+    assert names(tmp_path) == ["bundle", "stop"]
+
+
+def test_live_folder_finds_the_old_folder_between_the_two_renames(tmp_path: Path) -> None:
+    """The fallback swap's window (old moved aside, new not yet in): readers are sent to the old folder."""
+    from digitrec.atomic import live_folder
+
+    target = tmp_path / "bundle"
+    assert live_folder(target) is None
+    target.mkdir()
+    assert live_folder(target) == target
+    aside = tmp_path / f".bundle.{os.getpid()}.old"
+    os.replace(target, aside)
+    assert live_folder(target) == aside
 
 
 def test_atomic_directory_refuses_to_replace_a_file(tmp_path: Path) -> None:

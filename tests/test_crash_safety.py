@@ -133,3 +133,73 @@ def test_kill_between_the_two_renames_restores_the_old_bundle(tmp_path: Path) ->
         (staging / "model.json").write_text('{"new": true}')
     assert (bundle / "model.json").read_text() == '{"new": true}'
     assert list(tmp_path.glob(".bundle.*")) == []
+
+
+def _kill_inside_swap(bundle: Path, patch: str) -> None:
+    """Run atomic_directory(bundle) in a child whose swap SIGKILLs it at the point `patch` sets up."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        import digitrec.atomic as atomic
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        {patch}
+        with atomic.atomic_directory(Path({str(bundle)!r})) as staging:
+            (staging / "model.json").write_text('{{"version": "new"}}')
+            (staging / "model.tflite").write_bytes((Path({str(bundle)!r}) / "model.tflite").read_bytes())
+    """)
+    result = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert result.returncode == -signal.SIGKILL
+
+
+@pytest.fixture
+def old_bundle(tmp_path: Path) -> Path:
+    import json
+    import shutil
+
+    from digitrec.bundle import default_bundle_dir
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    (bundle / "model.json").write_text(json.dumps({"version": "old"}))
+    return bundle
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_kill_right_after_the_exchange_leaves_the_new_bundle_whole(old_bundle: Path) -> None:
+    """The exchange is the single step: killed just after it, the new bundle is in place, the old one is
+    garbage in a dead writer's staging folder, which the next writer deletes."""
+    from digitrec.atomic import recover_interrupted
+    from digitrec.bundle import resolve_model
+
+    _kill_inside_swap(old_bundle, "atomic.shutil.rmtree = die")
+    assert resolve_model(old_bundle).metadata == {"version": "new"}
+    assert len(list(old_bundle.parent.glob(".bundle.*.staging"))) == 1
+    recover_interrupted(old_bundle)
+    assert sorted(p.name for p in old_bundle.parent.iterdir()) == ["bundle"]
+
+
+def test_kill_between_the_fallback_renames_still_leaves_readers_a_whole_bundle(old_bundle: Path) -> None:
+    """Where no exchange exists: killed with the old bundle moved aside and the new one not in, readers
+    (evaluate, serve, predict --model: all through load_classifier) still get the old bundle."""
+    import numpy as np
+
+    from digitrec.atomic import atomic_directory
+    from digitrec.runtime import load_classifier
+
+    patch = textwrap.dedent("""
+        atomic.exchange = lambda first, second: False
+        real_replace = os.replace
+        def replace_then_die(source, destination):
+            real_replace(source, destination)
+            die()
+        atomic.os.replace = replace_then_die
+    """).replace("\n", "\n        ")
+    _kill_inside_swap(old_bundle, patch)
+    assert not old_bundle.exists()  # the window: nothing under the name itself...
+    classifier = load_classifier(old_bundle)  # ...yet a reader gets the old bundle, whole
+    assert classifier.source.metadata == {"version": "old"}
+    assert classifier.predict_proba(np.zeros((1, 28, 28), np.float32)).shape == (1, 10)
+    with atomic_directory(old_bundle) as staging:  # the next writer puts it back first, then replaces it
+        (staging / "model.json").write_text("{}")
+    assert sorted(p.name for p in old_bundle.parent.iterdir()) == ["bundle"]

@@ -3,13 +3,25 @@
 Everything is written to a temporary sibling first and renamed into place, because a rename within one
 file system is atomic on POSIX; a kill -9 mid-write leaves at most a hidden `.tmp` behind, never a
 truncated file under the real name.
+
+A folder (a model bundle, a checkpoint) cannot be renamed over an existing one, so replacing it whole
+takes either one atomic exchange or two renames. On Linux the staging folder and the old folder are
+swapped with renameat2(RENAME_EXCHANGE): the name never points at nothing, and the output stays a plain
+folder that cp, tar and rm treat as users expect. (The alternative, a symlink swapped onto immutable
+versioned folders, also has no window, but turns the output into a link whose target a copy loses.)
+Where the exchange is not available (another OS, a file system without it), the old folder is renamed
+aside to `.NAME.<pid>.old` and the new one renamed in; for the instant between, `live_folder` lets
+readers find the old one there, and the next writer puts it back if the process died in that instant.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,12 +64,32 @@ def ensure_writable(folder: Path) -> None:
         raise OutputError(_describe(folder, error)) from error
 
 
+def check_folder_target(target: Path) -> None:
+    """Fail now, before hours of work, if `atomic_directory(target)` could not replace `target` at the end.
+
+    `target` must not be an existing file or device, and an existing folder must be writable (its old
+    contents are deleted once the new folder is in) and its parent writable (where the swap happens).
+    """
+    target = Path(target)
+    if target.name in ("", ".", ".."):
+        raise OutputError(f"cannot write {str(target) or repr(str(target))}: the output must name a folder"
+                          " to create (e.g. my-model)")
+    if target.is_symlink():
+        raise OutputError(f"cannot write {target}: it is a symbolic link; give the folder it points to")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"cannot write {target}: it exists and is not a folder")
+    ensure_writable(target.absolute().parent)
+    if target.is_dir():
+        ensure_writable(target)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder, renamed into place when complete."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # Named with the pid, as `dead_siblings` expects: a kill -9 leaves a temporary a later run can find.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise OutputError(_describe(path, error)) from error
     try:
@@ -119,8 +151,8 @@ def dead_siblings(target: Path, suffix: str) -> list[Path]:
 def recover_interrupted(target: Path) -> None:
     """Clean up after a process killed inside `atomic_directory(target)`.
 
-    Abandoned staging folders are deleted; if the kill fell between moving the old folder aside and
-    moving the new one in, the old folder is put back.
+    Abandoned staging folders are deleted (after an exchange, one holds the previous folder: garbage
+    too); if the kill fell between the two renames of the fallback swap, the old folder is put back.
     """
     for staging in dead_siblings(target, ".staging"):
         shutil.rmtree(staging, ignore_errors=True)
@@ -131,9 +163,60 @@ def recover_interrupted(target: Path) -> None:
             shutil.rmtree(backup, ignore_errors=True)
 
 
+def live_folder(target: Path) -> Path | None:
+    """The folder a reader should open for `target`: itself, or, when it is momentarily missing because
+    a fallback swap is between its two renames (or died there), the old folder moved aside. None if neither."""
+    target = Path(target)
+    if target.is_dir():
+        return target
+    if target.exists() or target.is_symlink():
+        return None
+    for backup in sorted(target.parent.glob(f".{target.name}.*.old")):
+        if backup.is_dir() and backup.name[len(target.name) + 2 :].split(".", 1)[0].isdigit():
+            return backup
+    return target if target.is_dir() else None  # the writer may have finished while we looked
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+_libc_renameat2 = None
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE). False where this system cannot
+    (not Linux, an old C library, a file system without it); raises OSError for any other failure."""
+    global _libc_renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _libc_renameat2 is None:
+        try:
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):  # glibc < 2.28, or a libc without it
+            return False
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        _libc_renameat2 = function
+    if _libc_renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
 def _swap_into_place(staging: Path, target: Path) -> None:
+    if target.is_symlink():  # an exchange would swap the link itself, and the old folder stay behind
+        raise OutputError(f"cannot write {target}: it is a symbolic link; give the folder it points to")
     if target.exists() and not target.is_dir():
         raise OutputError(f"cannot write {target}: it exists and is not a folder")
+    try:
+        if target.exists() and exchange(staging, target):
+            # `target` is the new folder now, in one step; `staging` holds the old one, deleted below (a
+            # kill before that leaves a dead-pid `.staging`, which the next writer deletes).
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+    except OSError as error:
+        raise OutputError(_describe(target, error)) from error
     backup = None
     try:
         if target.exists():

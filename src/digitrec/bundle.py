@@ -8,17 +8,23 @@ bundles; it imports neither TensorFlow nor LiteRT.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from digitrec.atomic import atomic_write_text
+from digitrec.atomic import atomic_write_text, live_folder
 
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 METADATA_FILE = "model.json"
 MODEL_SUFFIXES = (".keras", ".h5", ".tflite")
+# Far above any model digitrec trains (an ensemble of five is a few MB), far below what would exhaust
+# memory when the file is read whole (LiteRT and Keras both load it into memory).
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024 * 1024
 
 # The input every digitrec model takes (and the seed's model took).
 INPUT_FORMAT: dict[str, Any] = {
@@ -49,10 +55,35 @@ def default_bundle_dir() -> Path:
     return Path(str(resources.files("digitrec") / "assets" / "default_model"))
 
 
+def check_model_file(path: Path, max_bytes: int = MAX_MODEL_BYTES) -> Path:
+    """`path` if it is a regular file (after symlinks) of at most `max_bytes`; BundleError otherwise.
+
+    A FIFO would block the reader forever and a device (/dev/zero) never ends: both are refused from
+    their stat, without opening them, as image paths are.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read ({error.strerror or error})") from error
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{path}: not a regular file (a device, pipe or socket), not a model")
+    if info.st_size > max_bytes:
+        raise BundleError(f"{path}: file too large for a model ({info.st_size:,} bytes; limit {max_bytes:,})")
+    return Path(path)
+
+
+def _regular_or_absent(path: Path) -> Path | None:
+    """`path` checked as a model file if anything is there, None if nothing is."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    return check_model_file(path)
+
+
 def read_metadata(folder: Path) -> dict[str, Any]:
     path = Path(folder) / METADATA_FILE
-    if not path.is_file():
+    if not path.exists():
         return {}
+    check_model_file(path, MAX_METADATA_BYTES)
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -76,21 +107,20 @@ def resolve_model(path: str | Path | None) -> ModelSource:
             )
         path = folder
     path = Path(path).expanduser()
-    if path.is_dir():
-        keras_path, tflite_path = path / KERAS_FILE, path / TFLITE_FILE
-        if not keras_path.is_file() and not tflite_path.is_file():
+    # A bundle being replaced by a writer without an atomic exchange is missing for an instant (or, if
+    # that writer was killed then, until the next one): its previous version is read meanwhile.
+    folder = live_folder(path)
+    if folder is not None:
+        keras_path, tflite_path = _regular_or_absent(folder / KERAS_FILE), _regular_or_absent(folder / TFLITE_FILE)
+        if keras_path is None and tflite_path is None:
             raise BundleError(f"{path}: not a model bundle (no {KERAS_FILE} or {TFLITE_FILE} inside)")
-        return ModelSource(
-            keras_path if keras_path.is_file() else None,
-            tflite_path if tflite_path.is_file() else None,
-            read_metadata(path),
-            str(path),
-        )
+        return ModelSource(keras_path, tflite_path, read_metadata(folder), str(path))
     if not path.exists():
         raise BundleError(f"{path}: no such model file or bundle folder")
     suffix = path.suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise BundleError(f"{path}: not a model (expected a bundle folder or a {', '.join(MODEL_SUFFIXES)} file)")
+    check_model_file(path)
     # A model file written beside a model.json (as `train` writes them) still gets its metadata.
     metadata = read_metadata(path.parent) if (path.parent / METADATA_FILE).is_file() else {}
     if suffix == ".tflite":
