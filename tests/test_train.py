@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,21 +118,117 @@ def test_ensemble_bundle_averages_members(tmp_path: Path, mnist_dir: Path, capsy
     assert report["accuracy"] == pytest.approx(meta["test_accuracy"], abs=2e-4)
 
 
+def run_cli(argv: list[str]) -> int:
+    """main(argv), counting argparse's exit (a bad flag) as the exit code it is."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--ensemble", "0"], "--ensemble must be at least 1"),
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--epochs", "1.5"], "argument --epochs: not a whole number: '1.5'"),
+    (["--ensemble", "0"], "argument --ensemble: must be at least 1"),
+    (["--learning-rate", "nan"], "argument --learning-rate: must be a number above 0"),
+    (["--learning-rate", "-1"], "argument --learning-rate: must be a number above 0"),
+    (["--learning-rate", "0"], "argument --learning-rate: must be a number above 0"),
+    (["--learning-rate", "inf"], "argument --learning-rate: must be a number above 0"),
+    (["--learning-rate", "fast"], "argument --learning-rate: not a number: 'fast'"),
+    (["--patience", "-1"], "argument --patience: must be at least 0, got -1"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+    (["--batch-size", "-64"], "argument --batch-size: must be at least 1"),
+    (["--seed", "-1"], "argument --seed: must be at least 0"),
+    (["--seed", str(2**32)], "argument --seed: must be at most 4294967295"),
+    (["--limit", "0"], "argument --limit: must be at least 1"),
+    (["--output", ""], "argument --output: must not be empty"),
+    (["--resume", ""], "argument --resume: must not be empty"),
     (["--resume", "nowhere"], "no unfinished training run"),
     (["--data-dir", "/nonexistent"], "not found"),
     (["--output", "/proc/digitrec-model"], "cannot write /proc"),
-], ids=["zero-epochs", "zero-members", "resume-nothing", "no-data", "unwritable-output"])
+    (["--output", "/dev/null"], "cannot write /dev/null: it exists and is not a folder"),
+    (["--output", "/"], "the output must name a folder"),
+], ids=["zero-epochs", "fractional-epochs", "zero-members", "nan-rate", "negative-rate", "zero-rate", "inf-rate",
+        "word-rate", "negative-patience", "zero-batch", "negative-batch", "negative-seed", "huge-seed",
+        "zero-limit", "empty-output", "empty-resume", "resume-nothing", "no-data", "unwritable-output",
+        "dev-null-output", "root-output"])
 def test_train_bad_arguments(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture,
                              mnist_dir: Path) -> None:
+    """Each is one line and exit 1 at once: nothing is trained, no checkpoint folder is made."""
     args = ["train", *TINY] + ([] if "--output" in argv else ["--output", str(tmp_path / "out")])
     if "--data-dir" not in argv:
         args += ["--data-dir", str(mnist_dir)]
-    assert main([*args, *argv]) == 1
+    assert run_cli([*args, *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_output_that_is_an_existing_file_is_refused_before_training(tmp_path: Path, mnist_dir: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    assert run_cli(["train", *TINY, "--data-dir", str(mnist_dir), "--output", str(existing)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"digitrec train: error: cannot write {existing}: it exists and is not a folder")
+    assert existing.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_output_that_is_a_folder_of_other_files_is_refused(tmp_path: Path, mnist_dir: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """A bundle replaces its folder whole: `--output ~/Documents` must not delete the documents."""
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("years of work")
+    assert run_cli(["train", *TINY, "--data-dir", str(mnist_dir), "--output", str(documents)]) == 1
+    assert f"cannot write {documents}: it exists and is not a model bundle" in capsys.readouterr().err
+    assert (documents / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]
+
+
+@pytest.fixture
+def unwritable_bundle(tmp_path: Path, tiny_bundle: Path) -> Iterator[Path]:
+    """An existing bundle folder its owner cannot write (in a writable parent).
+
+    As root, permissions do not stop writes, so the folder is bind-mounted read-only onto itself, what a
+    read-only volume in a container looks like; as anyone else it is chmod 555.
+    """
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    if os.geteuid() != 0:
+        bundle.chmod(0o555)
+        yield bundle
+        bundle.chmod(0o755)
+        return
+    subprocess.run(["mount", "--bind", str(bundle), str(bundle)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(bundle)], check=True)
+        yield bundle
+    finally:
+        subprocess.run(["umount", str(bundle)], check=True)
+
+
+def test_unwritable_existing_bundle_is_refused_before_training(unwritable_bundle: Path, mnist_dir: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    before = {p.name: p.read_bytes() for p in unwritable_bundle.iterdir()}
+    assert run_cli(["train", *TINY, "--data-dir", str(mnist_dir), "--output", str(unwritable_bundle)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitrec train: error: cannot write {unwritable_bundle}: ")
+    assert len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in unwritable_bundle.iterdir()} == before
+    assert sorted(p.name for p in unwritable_bundle.parent.iterdir()) == ["bundle"]  # no checkpoints begun
+
+
+def test_train_messages_show_escape_sequences_instead_of_obeying_them(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    data_dir = tmp_path / "data\x1b]0;pwned\x07\x1b[2J"
+    data_dir.mkdir()
+    assert run_cli(["train", *TINY, "--data-dir", str(data_dir), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "data\\x1b]0;pwned\\x07\\x1b[2J" in err and len(err.strip().splitlines()) == 1
 
 
 def test_resume_after_sigkill_mid_epoch(tmp_path: Path, mnist_dir: Path) -> None:
@@ -167,3 +264,81 @@ def test_resume_after_sigkill_mid_epoch(tmp_path: Path, mnist_dir: Path) -> None
     assert meta["command"].endswith(f"--output {output}")  # the original command, not the resume
     assert meta["test_accuracy"] > 0.8
     assert not (tmp_path / "run.checkpoints").exists()
+
+
+def _limit_file_size(max_bytes: int) -> Callable[[], None]:
+    """A preexec_fn making every file the child writes stop at `max_bytes`: a full disk, anywhere, no root.
+
+    Writes past the limit fail with EFBIG, as they fail with ENOSPC on a full disk (SIGXFSZ, which would
+    kill the process instead, is ignored first, as the default action of a full disk is not to die).
+    """
+
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return limit
+
+
+def test_disk_full_during_training_is_one_line_and_keeps_the_old_bundle(tiny_bundle: Path, tmp_path: Path,
+                                                                        mnist_dir: Path) -> None:
+    """The first checkpoint (a few hundred kB) cannot be written: HDF5 used to print tracebacks and the
+    process to segfault at exit (139), leaving a `.best-<pid>.tmp.weights.h5`."""
+    import shutil
+
+    output = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, output)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "digitrec", "train", *TINY, "--epochs", "2", "--data-dir", str(mnist_dir),
+         "--output", str(output)],
+        preexec_fn=_limit_file_size(100_000), env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"digitrec train: error: cannot write {tmp_path}/bundle.checkpoints/member-0/best.weights.h5:"
+                    " File too large")
+    assert "Traceback" not in result.stderr and "h5py" not in result.stderr
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before  # the old bundle, untouched
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert [name for name in written if not name.startswith("bundle/")] == ["bundle.checkpoints/run.json"]
+
+
+def test_resume_after_a_kill_inside_the_checkpoint_swap_continues_where_it_was(tmp_path: Path,
+                                                                                 mnist_dir: Path) -> None:
+    """Killed between the two renames of the per-epoch checkpoint (where no atomic exchange exists), the
+    last checkpoint sits at `.last.<pid>.old`: --resume must continue from it, not silently start over."""
+    import keras
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            raise Killed  # after the checkpoint callback, which runs first, saved epoch 1
+
+    class EpochsRun(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs: list[int] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epochs.append(epoch)
+
+    output = tmp_path / "run"
+    config = TrainConfig(arch="bn-strided-cnn-small", epochs=2, limit=300, batch_size=64, patience=None,
+                         data=DataConfig(data_dir=mnist_dir))
+    with pytest.raises(Killed):
+        train(config, output, command="test", callbacks=[KillAfterFirstEpoch()])
+    member = tmp_path / "run.checkpoints" / "member-0"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    os.replace(member / "last", member / f".last.{dead_pid}.old")  # what a kill inside the swap leaves
+
+    epochs_run = EpochsRun()
+    result = train(config, output, command="test", callbacks=[epochs_run], resume=True)
+    assert epochs_run.epochs == [1]  # only the second epoch: the first was recovered, not redone
+    assert result.metadata["members"][0]["epochs_run"] == 2
+    assert len(result.metadata["history"]["loss"]) == 2

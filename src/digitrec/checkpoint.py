@@ -13,7 +13,6 @@ A training-only module: it imports Keras.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 
 import keras
 
-from digitrec.atomic import atomic_directory, atomic_write_text
+from digitrec.atomic import atomic_directory, atomic_write_text, recover_interrupted
+from digitrec.keras_files import save_weights
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -66,6 +66,8 @@ class RunState:
             config, command = dict(payload["config"]), str(payload["command"])
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: unreadable run state ({error})") from error
+        for member in directory.glob("member-*"):
+            recover_interrupted(member / "last")
         seconds = sum(
             json.loads((member / "last" / STATE_FILE).read_text())["seconds"]
             for member in sorted(directory.glob("member-*")) if (member / "last" / STATE_FILE).is_file()
@@ -110,6 +112,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     # -- restoring -------------------------------------------------------------------------------
     def restore(self) -> MemberState:
         last = self.directory / "last"
+        # A kill inside the swap of `last` (where no atomic exchange exists) leaves it aside as
+        # `.last.<pid>.old`: put it back, or the run would silently restart from epoch 0.
+        recover_interrupted(last)
         if not (last / STATE_FILE).is_file():
             return self.state
         self.state = MemberState(**json.loads((last / STATE_FILE).read_text(encoding="utf-8")))
@@ -155,12 +160,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return self.state
 
     def _save_best(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".best-{os.getpid()}.tmp.weights.h5"  # Keras insists on the suffix
-        self.inference_model.save_weights(tmp)
-        os.replace(tmp, self.directory / BEST_FILE)
+        # Serialized in memory, then written atomically: a full disk is one OutputError, no temp left.
+        save_weights(self.inference_model, self.directory / BEST_FILE)
 
     def _save_last(self) -> None:
         with atomic_directory(self.directory / "last") as staging:
-            self.trainable.save_weights(staging / WEIGHTS_FILE)
+            save_weights(self.trainable, staging / WEIGHTS_FILE)
             atomic_write_text(staging / STATE_FILE, json.dumps(asdict(self.state)))

@@ -25,13 +25,14 @@ import keras
 import numpy as np
 
 from digitrec import __version__
-from digitrec.atomic import OutputError, atomic_directory, ensure_writable
+from digitrec.atomic import OutputError, atomic_directory, check_folder_target
 from digitrec.augment import AugmentConfig, wrap_for_training
-from digitrec.bundle import INPUT_FORMAT, KERAS_FILE, TFLITE_FILE, write_metadata
+from digitrec.bundle import INPUT_FORMAT, KERAS_FILE, METADATA_FILE, TFLITE_FILE, write_metadata
 from digitrec.checkpoint import RunState, TrainingCheckpoint, checkpoint_dir_for
 from digitrec.data import DataConfig, Split, load_split, to_model_input
 from digitrec.evaluate import Metrics, compute_metrics
 from digitrec.export import check_agreement, export_tflite
+from digitrec.keras_files import save_model
 from digitrec.models import DEFAULT_ARCH, average_ensemble, make_model
 
 log = logging.getLogger(__name__)
@@ -176,17 +177,17 @@ def train(config: TrainConfig, output: Path, *, command: str,
     """Train per `config` and write the bundle folder `output` (checkpoints go to `output`.checkpoints)."""
     config = config.resolved()
     output = Path(output)
-    ensure_writable(output.absolute().parent)
+    check_output(output)  # now, not after hours of training
     run_dir = checkpoint_dir_for(output)
+    started = time.perf_counter()
     if resume:
         run_state = RunState.load(run_dir)
         config, command = config_from_dict(run_state.config).resolved(), run_state.command
-    else:
-        run_state = RunState.start(run_dir, _jsonable(dataclasses.asdict(config)), command)
-    started = time.perf_counter()
-
     full_train = load_split("train", config.data)
     test = load_split("test", config.data)
+    if not resume:  # only once the data is known good: a failed start must not leave a run to resume
+        run_state = RunState.start(run_dir, _jsonable(dataclasses.asdict(config)), command)
+
     train_split, validation = split_validation(full_train, config.validation_size, config.limit)
     log.info("training on %d images, validating on %d", len(train_split.labels), len(validation.labels))
 
@@ -209,6 +210,24 @@ def train(config: TrainConfig, output: Path, *, command: str,
     return TrainResult(output=output, metadata=metadata)
 
 
+def check_output(output: Path) -> None:
+    """Raise OutputError if the bundle (and legacy `.h5`) could not be written at `output`.
+
+    Refused: a name that is no folder name ('', '.', '/'), an existing file or device (/dev/null) where the
+    folder goes, a folder that cannot be written or whose parent cannot, and an existing folder that is
+    not a bundle (a bundle replaces its folder whole: `--output ~/Documents` must not delete it).
+    """
+    legacy_h5 = output if output.suffix == ".h5" else None
+    folder = output.with_suffix("") if legacy_h5 else output
+    check_folder_target(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not any(
+            (folder / name).exists() for name in (KERAS_FILE, TFLITE_FILE, METADATA_FILE)):
+        raise OutputError(f"cannot write {folder}: it exists and is not a model bundle (no {METADATA_FILE});"
+                          " the bundle would replace the whole folder, so choose another --output")
+    if legacy_h5 is not None and (legacy_h5.is_symlink() or (legacy_h5.exists() and not legacy_h5.is_file())):
+        raise OutputError(f"cannot write {legacy_h5}: it exists and is not a regular file")
+
+
 def write_bundle(model: keras.Model, output: Path, metadata: dict[str, Any], check_images: np.ndarray) -> None:
     """Write model.keras, model.tflite (verified against Keras) and model.json as one atomic folder swap.
 
@@ -218,7 +237,7 @@ def write_bundle(model: keras.Model, output: Path, metadata: dict[str, Any], che
     legacy_h5 = output if output.suffix == ".h5" else None
     folder = output.with_suffix("") if legacy_h5 else output
     with atomic_directory(folder) as staging:
-        model.save(staging / KERAS_FILE)
+        save_model(model, staging / KERAS_FILE)
         if keras.backend.backend() == "tensorflow":
             export_tflite(model, staging / TFLITE_FILE)
             metadata["litert_max_probability_difference"] = check_agreement(
@@ -228,13 +247,7 @@ def write_bundle(model: keras.Model, output: Path, metadata: dict[str, Any], che
                         keras.backend.backend(), folder)
         write_metadata(staging, metadata)
     if legacy_h5:
-        tmp = legacy_h5.with_name(f".{legacy_h5.name}.tmp.h5")
-        try:
-            model.save(tmp)
-            tmp.replace(legacy_h5)
-        except OSError as error:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot write {legacy_h5}: {error.strerror or error}") from error
+        save_model(model, legacy_h5)  # atomic: OutputError, and the previous file kept, on failure
 
 
 def describe(config: TrainConfig, command: str, metrics: Metrics, members: list[dict[str, Any]],

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from rich.console import Console
 
+from digitrec.cli.arguments import integer, one_line_errors, path, positive_float
 from digitrec.cli.progress import epoch_progress_callback
+from digitrec.cli.terminal import printable
 from digitrec.data import DataConfig
+
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
+MAX_BATCH_SIZE = 60_000  # the whole training set
+MAX_LEARNING_RATE = 10.0  # Adam diverges long before; a typo (3 for 3e-3) is caught
+MAX_ENSEMBLE = 100
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,37 +29,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default=DEFAULT_ARCH,
                         help=f"architecture (default: {DEFAULT_ARCH}; 'seed' is the original system's CNN)")
-    parser.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe: seed 5, "
+    parser.add_argument("--epochs", type=integer(1), help="epochs (default: the architecture's recipe: seed 5, "
                         "bn-strided-cnn 40)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: 128)")
-    parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; member i uses seed+i (default: 0)")
-    parser.add_argument("--ensemble", type=int, default=1, metavar="N",
+    parser.add_argument("--batch-size", type=integer(1, MAX_BATCH_SIZE), help="batch size (default: 128)")
+    parser.add_argument("--learning-rate", type=positive_float(MAX_LEARNING_RATE),
+                        help="peak learning rate, above 0 (default: the recipe's)")
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                        help="random seed; member i uses seed+i (default: 0)")
+    parser.add_argument("--ensemble", type=integer(1, MAX_ENSEMBLE), default=1, metavar="N",
                         help="train N members and average their probabilities (default: 1)")
-    parser.add_argument("--patience", type=int, default=8,
+    parser.add_argument("--patience", type=integer(0), default=8,
                         help="stop after this many epochs without a validation gain (default: 8; 0: never)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random rotation/scale/shear/shift/stroke width while training (default: on)")
     parser.add_argument("--schedule", choices=["constant", "one-cycle"],
                         help="learning-rate schedule (default: recipe's: one-cycle)")
-    parser.add_argument("--data-dir", type=Path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
+    parser.add_argument("--data-dir", type=path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
                         " else the user cache, downloading there)")
     parser.add_argument("--no-verify", action="store_true", help="accept MNIST files with other checksums")
-    parser.add_argument("--output", type=Path, default=Path("digitrec-model"),
+    parser.add_argument("--output", type=path, default=Path("digitrec-model"),
                         help="bundle folder to write; a name ending in .h5 also writes the legacy HDF5 file"
                              " (default: digitrec-model)")
-    parser.add_argument("--resume", type=Path, metavar="DIR",
+    parser.add_argument("--resume", type=path, metavar="DIR",
                         help="continue the interrupted run whose output was DIR (all other flags come from it)")
-    parser.add_argument("--limit", type=int, help="train on the first N training images only (default: all)")
+    parser.add_argument("--limit", type=integer(1), help="train on the first N training images only (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch on 2,000 images")
     parser.set_defaults(run=run)
+    one_line_errors(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("epochs", "batch_size", "ensemble", "limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.seed + args.ensemble - 1 > MAX_SEED:
+        raise ValueError(f"--seed plus --ensemble must stay under 2**32 (member seeds are seed+i), got {args.seed}")
     from digitrec.train import TrainConfig, train  # imports Keras/TensorFlow: only now
 
     console = Console(stderr=True)
@@ -72,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
           f" {meta['seconds_per_epoch']:.1f} s/epoch)")
     for i, member in enumerate(meta["members"] if meta["ensemble_size"] > 1 else []):
         print(f"  member {i}: test accuracy {member['test_accuracy']:.4f}, best epoch {member['best_epoch']}")
-    print(f"bundle written to {result.output}")
+    print(f"bundle written to {printable(result.output)}")
     return 0
