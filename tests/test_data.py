@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -299,3 +300,42 @@ def test_to_model_input_scales_to_unit_floats_with_a_channel() -> None:
     assert model_input.shape == (1, 2, 2, 1)
     assert model_input.dtype == np.float32
     np.testing.assert_allclose(model_input[0, :, :, 0], [[0.0, 1.0], [0.2, 0.4]])
+
+
+def _gzip_bomb(payload: bytes, inflated_bytes: int) -> bytes:
+    """`payload` gzipped, then gzip members of zeros inflating to `inflated_bytes` more (64 MB each, 65 kB
+    compressed): gzip readers concatenate members, so a 3 MB file inflates to 3 GB."""
+    zeros = zlib.compressobj(9, zlib.DEFLATED, 31)
+    member = zeros.compress(bytes(64 << 20)) + zeros.flush()
+    return gzip.compress(payload, mtime=0) + member * (inflated_bytes // (64 << 20))
+
+
+def test_gzip_bomb_in_the_data_folder_is_one_error_in_bounded_memory(tmp_path: Path, mnist_dir: Path) -> None:
+    """The real test labels followed by 3 GB of zeros, in 3 MB: reading stops where the IDX header's shape
+    ends. The command runs with 1.5 GB of address space, which inflating the whole file would exceed."""
+    import resource
+    import subprocess
+
+    folder = link_mnist(tmp_path / "data", mnist_dir, names=[n for n in MNIST_FILES if n != "t10k-labels-idx1-ubyte"])
+    labels = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    bomb = folder / "t10k-labels-idx1-ubyte.gz"
+    bomb.write_bytes(_gzip_bomb(labels, 3 << 30))
+    assert bomb.stat().st_size < 4 << 20
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
+
+    result = subprocess.run([sys.executable, "-m", "digitrec", "evaluate", "--data-dir", str(folder)],
+                            preexec_fn=limit_memory, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"digitrec evaluate: error: {bomb}: over 1,048,576 unexpected bytes after"
+                                     " the data of shape (10000,)")
+
+
+def test_an_idx_header_claiming_more_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    from digitrec.idx import IdxError, read_bytes
+
+    path = tmp_path / "huge-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10**6, 28, 28))))
+    with pytest.raises(IdxError, match=r"shape \(1000000, 28, 28\) needs 784,000,000 bytes of data, over the limit"):
+        read_bytes(path, max_bytes=100 << 20)

@@ -13,6 +13,7 @@ import http.server
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,17 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"%x\r\n" % len(body) + body[: len(body) // 2])
             self.close_connection = True
+        elif prefix == "drip":
+            # The real file, one byte every 50 ms: each read is quick, the whole would take minutes.
+            body = (self.good_dir / name).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self._drip(body)
+        elif prefix == "drip-headers":
+            # Headers that never end: the status line, then one header byte every 50 ms.
+            self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+            self._drip(b"X-Slow: " + b"a" * 10_000)
         elif prefix == "missing":
             self.send_error(404)  # "Not Found", whatever the folder holds
         elif prefix == "garbage":
@@ -60,6 +72,14 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
             self.close_connection = True
         else:
             super().do_GET()
+
+    def _drip(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # the client hangs up at its deadline
+            for byte in data:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep the test output clean; the request log on the server is what tests read
@@ -301,3 +321,30 @@ def test_an_explicit_data_dir_is_never_downloaded_into(mirrors: Mirrors, tmp_pat
         ensure_files(DataConfig(data_dir=folder, mirrors=(mirrors.url("good"),)))
     assert mirrors.requests == []
     assert names(folder) == []
+
+
+# --- an overall deadline against slow mirrors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["drip", "drip-headers"], ids=["slow-body", "slow-headers"])
+def test_a_mirror_that_drips_bytes_is_abandoned_at_the_deadline_for_the_next(
+    mirrors: Mirrors, mnist_dir: Path, tmp_path: Path, prefix: str
+) -> None:
+    """A byte every 50 ms never trips a 30 s read timeout; the 2 s overall deadline ends it."""
+    destination = tmp_path / "cache" / f"{LABELS}.gz"
+    started = time.monotonic()
+    result = download_verified([f"{mirrors.url(prefix)}{LABELS}.gz", f"{mirrors.url('good')}{LABELS}.gz"],
+                               destination, expected_md5=LABELS_MD5, deadline_s=2.0)
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 10.0
+    assert result == destination and destination.read_bytes() == (mnist_dir / f"{LABELS}.gz").read_bytes()
+    assert names(destination.parent) == [destination.name]  # no part file left
+    assert mirrors.fetched() == [prefix, "good"]
+
+
+def test_the_deadline_is_named_when_every_mirror_is_slow(mirrors: Mirrors, tmp_path: Path) -> None:
+    destination = tmp_path / "cache" / f"{LABELS}.gz"
+    with pytest.raises(DownloadError, match="not finished within the deadline of 1 s"):
+        download_verified([f"{mirrors.url('drip')}{LABELS}.gz"], destination, expected_md5=LABELS_MD5,
+                          deadline_s=1.0)
+    assert names(destination.parent) == []

@@ -10,6 +10,7 @@ import gzip
 import math
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -25,21 +26,67 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 GZIP_MAGIC = b"\x1f\x8b"
+# MNIST's largest file holds 47 MB; EMNIST's largest about 0.6 GB. Beyond this a file is refused unread.
+MAX_IDX_BYTES = 2 * 1024**3
+_CHUNK = 1 << 20
+_NON_IDX_SAMPLE = 1024  # bytes read from a file that is not IDX, for the error message
+_TRAILING_SAMPLE = 1 << 20  # trailing bytes counted before giving up counting
 
 
 class IdxError(ValueError):
     """A file is not a valid IDX file; the message names the file and the fault."""
 
 
-def read_bytes(path: Path) -> bytes:
-    """Return the uncompressed bytes of `path`, transparently gunzipping a `.gz` (detected by content)."""
-    raw = Path(path).read_bytes()
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as error:
-        raise IdxError(f"{path}: truncated or corrupt gzip data ({error})") from error
+def read_bytes(path: Path, max_bytes: int = MAX_IDX_BYTES) -> bytes:
+    """Return the uncompressed bytes of `path`, transparently gunzipping a `.gz` (detected by content).
+
+    Decompressed as a stream and never past what the IDX header's shape needs (plus one byte, to notice
+    trailing data): a gzip bomb (3 MB inflating to 3 GB) costs a few reads, not all memory. A shape
+    needing more than `max_bytes` is refused before its data is read.
+    """
+    path = Path(path)
+    with open(path, "rb") as raw:
+        if raw.read(2) != GZIP_MAGIC:
+            raw.seek(0)
+            return _read_capped(raw, str(path), max_bytes)
+        raw.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=raw) as stream:
+                return _read_capped(stream, str(path), max_bytes)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise IdxError(f"{path}: truncated or corrupt gzip data ({error})") from error
+
+
+def _read_capped(stream: BinaryIO, name: str, max_bytes: int) -> bytes:
+    """The IDX bytes of `stream`: header, then exactly the data the header's shape needs (+1 to detect more)."""
+    head = stream.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES or head[3] == 0:
+        return head + stream.read(_NON_IDX_SAMPLE)  # not IDX: enough for parse_idx to say what is wrong
+    dims = stream.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        return head + dims  # parse_idx reports the truncated header
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(len(dims) // 4))
+    needed = math.prod(shape) * IDX_DTYPES[head[2]].itemsize
+    if needed > max_bytes:
+        raise IdxError(f"{name}: shape {shape} needs {needed:,} bytes of data, over the limit of {max_bytes:,}")
+    data = _read_exactly(stream, needed + 1)
+    if len(data) > needed:
+        rest = len(_read_exactly(stream, _TRAILING_SAMPLE))
+        more = f"{rest + 1}" if rest < _TRAILING_SAMPLE else f"over {_TRAILING_SAMPLE:,}"
+        raise IdxError(f"{name}: {more} unexpected bytes after the data of shape {shape}")
+    return head + dims + data
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes (fewer only at the end of the stream), read in bounded chunks."""
+    chunks, remaining = [], size
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
