@@ -69,3 +69,72 @@ def test_evaluate_bad_model_is_one_clear_line(make_model, message: str, tmp_path
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert err.startswith("digitrec evaluate: error:")
+
+
+# --- hostile model paths and file names ----------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_models(tmp_path: Path) -> dict[str, Path]:
+    """Model paths that are not regular files, or are too large to read: each must be refused unopened."""
+    import os
+
+    from digitrec.bundle import MAX_MODEL_BYTES
+
+    paths = {"fifo": tmp_path / "pipe.tflite", "zero": tmp_path / "zero.tflite", "huge": tmp_path / "huge.tflite"}
+    os.mkfifo(paths["fifo"])  # nobody writes to it: reading would block forever
+    paths["zero"].symlink_to("/dev/zero")  # endless: reading it whole was a MemoryError
+    with paths["huge"].open("wb") as file:  # sparse: no disk used, but over the limit
+        file.truncate(MAX_MODEL_BYTES + 1)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.tflite").symlink_to("/dev/zero")
+    paths["bundle"] = bundle
+    return paths
+
+
+@pytest.mark.parametrize(("name", "fault"), [
+    ("fifo", "not a regular file"), ("zero", "not a regular file"), ("huge", "file too large for a model"),
+    ("bundle", "not a regular file"),
+], ids=["fifo", "dev-zero-symlink", "over-size-limit", "bundle-file-on-dev-zero"])
+def test_model_paths_must_be_regular_files_under_the_size_limit(hostile_models: dict[str, Path], name: str,
+                                                                fault: str) -> None:
+    from digitrec.bundle import BundleError, resolve_model
+
+    with pytest.raises(BundleError, match=fault):
+        resolve_model(hostile_models[name])
+
+
+def test_evaluate_on_a_fifo_is_one_line_at_once(hostile_models: dict[str, Path], mnist_dir: Path) -> None:
+    """As a user runs it: a FIFO model path used to hang forever."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "digitrec", "evaluate", str(hostile_models["fifo"]),
+                             "--data-dir", str(mnist_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"digitrec evaluate: error: {hostile_models['fifo']}: not a regular file (a device, pipe or socket),"
+        " not a model")
+    assert "Traceback" not in result.stderr
+
+
+ESCAPE = "\x1b]0;pwned\x07\x1b[2J"  # retitle the terminal, clear the screen
+
+
+def test_evaluate_shows_escape_sequences_in_names_instead_of_obeying_them(
+        tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    bundle = tmp_path / f"model{ESCAPE}[bold]"
+    shutil.copytree(default_bundle_dir(), bundle)
+    capsys.readouterr()
+    assert main(["evaluate", str(bundle), "--data-dir", str(mnist_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    # Shown, [bold] too (not read as markup); rich wraps long lines, so they are joined first.
+    assert "model\\x1b]0;pwned\\x07\\x1b[2J[bold]" in out.replace("\n", "")
+
+    assert main(["evaluate", str(tmp_path / f"missing{ESCAPE}"), "--data-dir", str(mnist_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "missing\\x1b]0;pwned" in err

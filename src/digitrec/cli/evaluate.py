@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from digitrec.bundle import ModelSource
+from digitrec.cli.arguments import one_line_errors, path
+from digitrec.cli.terminal import printable
 from digitrec.data import DataConfig, Split, load_split, to_model_input
 from digitrec.evaluate import compute_metrics, misclassified
 from digitrec.runtime import load_classifier
@@ -22,14 +25,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Measure a model on the 10,000 MNIST test images: accuracy, per-class precision and"
                     " recall, and (with --report) a confusion matrix, misclassified digits and training curves.",
     )
-    parser.add_argument("model", nargs="?", type=Path, metavar="MODEL",
+    parser.add_argument("model", nargs="?", type=path, metavar="MODEL",
                         help="bundle folder, .keras, legacy .h5 or .tflite (default: the bundled model)")
-    parser.add_argument("--data-dir", type=Path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
+    parser.add_argument("--data-dir", type=path, help="folder with the MNIST files (default: $DIGITREC_DATA_DIR,"
                         " else the user cache, downloading there)")
     parser.add_argument("--no-verify", action="store_true", help="accept test files with other checksums")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--report", type=Path, metavar="DIR", help="write PNG pictures into DIR")
+    parser.add_argument("--report", type=path, metavar="DIR", help="write PNG pictures into DIR")
     parser.set_defaults(run=run)
+    one_line_errors(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     console = Console()
-    console.print(f"model    {result['model']}")
+    console.print(f"model    {_safe(result['model'])}")
     console.print(f"accuracy [bold]{metrics.accuracy:.4f}[/bold] ({metrics.n - result['errors']}/{metrics.n})")
     table = Table("digit", "precision", "recall", "support")
     for digit, row in result["per_class"].items():
@@ -68,9 +72,14 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     for member in members:
         console.print(f"member {member['member']}: accuracy {member['accuracy']:.4f}")
-    for path in result.get("report", []):
-        console.print(f"wrote {path}")
+    for written_path in result.get("report", []):
+        console.print(f"wrote {_safe(written_path)}")
     return 0
+
+
+def _safe(text: object) -> str:
+    """A file name for rich: control characters shown as escapes, [brackets] not read as markup."""
+    return escape(printable(text))
 
 
 def _member_metrics(source: ModelSource, test: Split) -> list[dict[str, Any]]:
