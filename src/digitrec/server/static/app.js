@@ -453,8 +453,10 @@
 
   function answerRows(answer) {
     const lines = answer.lines || [];
-    if (lines.length < 2) return answer.digit !== null && answer.digit !== undefined ? String(answer.digit)
-      : answer.number || "";
+    if (lines.length < 2) {
+      if (answer.digit !== null && answer.digit !== undefined) return String(answer.digit);
+      return answer.number || answer.digits.map((digit) => digit.digit).join("");
+    }
     const fragment = document.createDocumentFragment();
     for (const line of lines) {
       const row = document.createElement("span");
@@ -562,11 +564,13 @@
       if (index === selectedDigit && answer.digits.length > 1) kind += " selected";
       rect.setAttribute("class", kind);
       const label = document.createElementNS(SVG_NS, "text");
-      // Above the box when there is room, else below it, else inside its top-right corner: never on the ink.
-      let labelY = y - 4 * scale;
-      if (labelY < size) labelY = y + h + size + 2 * scale <= answer.height ? y + h + size : y + size;
-      const inside = labelY === y + size;
-      label.setAttribute("x", inside ? x + w + 3 * scale : x);
+      // Above the box when there is room, else beside it on the right, else below it: never on the ink.
+      let [labelX, labelY] = [x, y - 4 * scale];
+      if (labelY < size) {
+        if (x + w + 3 * scale + size <= answer.width) [labelX, labelY] = [x + w + 3 * scale, y + size];
+        else labelY = y + h + size;
+      }
+      label.setAttribute("x", labelX);
       label.setAttribute("y", labelY);
       label.setAttribute("font-size", String(size));
       label.setAttribute("class", digit.low_confidence ? "box-label unsure" : "box-label");
