@@ -3,6 +3,11 @@
 `LiteRTClassifier` is the serving path: the LiteRT runtime alone, no TensorFlow import, so it starts in
 a fraction of a second and stays small. `KerasClassifier` runs `.keras` / legacy `.h5` files through
 Keras (TensorFlow), for evaluation and for models that were never exported. `load_classifier` picks.
+
+A model has 10 outputs (the digits) or 11 (the digits and "not a digit"). Both classifiers turn either
+into `Scores` the same way (`scores_from_outputs`): the model.json's calibration temperature applied,
+then the 10 digit probabilities renormalised among themselves, the 11th output as the not-a-digit score.
+`predict_proba` keeps returning (N, 10) digit probabilities for every model.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from digitrec.bundle import ModelSource, resolve_model
+from digitrec.calibration import apply_temperature
 
 IMAGE_SHAPE = (28, 28)
+NUM_DIGITS = 10
 
 
 class Classifier(Protocol):
@@ -68,6 +75,32 @@ def decision_thresholds(classifier: Classifier) -> Thresholds:
     )
 
 
+def temperature_of(source: ModelSource) -> float:
+    """The calibration temperature in a model's metadata (1: none, the softmax as trained)."""
+    calibration = (source.metadata or {}).get("calibration") or {}
+    temperature = float(calibration.get("temperature", 1.0))
+    if not 0.0 < temperature < 1e3:
+        raise ValueError(f"{source.description}: calibration temperature {temperature} is not a positive number")
+    return temperature
+
+
+def scores_from_outputs(outputs: np.ndarray, temperature: float = 1.0) -> Scores:
+    """A model's softmax outputs (N, 10) or (N, 11) -> `Scores`, calibrated by `temperature`.
+
+    With 11 outputs the digit probabilities are the first 10 renormalised: "which digit, if it is one",
+    so a digit the model also doubts is a digit still reads as that digit.
+    """
+    outputs = np.asarray(outputs, np.float32)
+    if outputs.ndim != 2 or outputs.shape[1] not in (NUM_DIGITS, NUM_DIGITS + 1):
+        raise ValueError(f"expected model outputs of shape (N, 10) or (N, 11), got {outputs.shape}")
+    calibrated = apply_temperature(outputs, temperature) if len(outputs) else outputs
+    if outputs.shape[1] == NUM_DIGITS:
+        return Scores(np.ascontiguousarray(calibrated, np.float32), np.zeros(len(outputs), np.float32))
+    digits = calibrated[:, :NUM_DIGITS].astype(np.float64)  # (N, 10)
+    digits /= np.maximum(digits.sum(axis=1, keepdims=True), 1e-30)
+    return Scores(digits.astype(np.float32), np.ascontiguousarray(calibrated[:, NUM_DIGITS], np.float32))
+
+
 def as_model_batch(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) or (N, 28, 28, 1), any real dtype in [0, 1] -> (N, 28, 28, 1) float32."""
     batch = np.asarray(images, dtype=np.float32)
@@ -90,6 +123,7 @@ class LiteRTClassifier:
             raise ValueError(f"{source.description}: no .tflite model to run")
         self.source = source
         self.num_threads = num_threads
+        self.temperature = temperature_of(source)
         self._model_bytes = Path(source.tflite_path).read_bytes()
         self._local = threading.local()
         self._interpreter()  # fail now, not on the first request, if the file is not a model
@@ -108,6 +142,13 @@ class LiteRTClassifier:
         return interpreter
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_scores(images).probabilities  # (N, 10)
+
+    def predict_scores(self, images: np.ndarray) -> Scores:
+        return scores_from_outputs(self.predict_raw(images), self.temperature)
+
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
+        """The model's own outputs (N, 10) or (N, 11), uncalibrated."""
         batch = as_model_batch(images)
         interpreter = self._interpreter()
         input_index = interpreter.get_input_details()[0]["index"]
@@ -115,12 +156,12 @@ class LiteRTClassifier:
             interpreter.resize_tensor_input(input_index, batch.shape, strict=False)
             interpreter.allocate_tensors()
             self._local.batch_size = len(batch)
+        output = interpreter.get_output_details()[0]
         if len(batch) == 0:
-            return np.zeros((0, 10), np.float32)
+            return np.zeros((0, int(output["shape"][-1])), np.float32)
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
-        output_index = interpreter.get_output_details()[0]["index"]
-        return np.array(interpreter.get_tensor(output_index), dtype=np.float32)  # (N, 10), a copy
+        return np.array(interpreter.get_tensor(output["index"]), dtype=np.float32)  # (N, 10|11), a copy
 
 
 class KerasClassifier:
@@ -130,13 +171,21 @@ class KerasClassifier:
         if source.keras_path is None:
             raise ValueError(f"{source.description}: no Keras model to run")
         self.source = source
+        self.temperature = temperature_of(source)
         self.model = load_keras_model(source.keras_path)
         self._lock = threading.Lock()
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_scores(images).probabilities  # (N, 10)
+
+    def predict_scores(self, images: np.ndarray) -> Scores:
+        return scores_from_outputs(self.predict_raw(images), self.temperature)
+
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
+        """The model's own outputs (N, 10) or (N, 11), uncalibrated."""
         batch = as_model_batch(images)
         if len(batch) == 0:
-            return np.zeros((0, 10), np.float32)
+            return np.zeros((0, int(self.model.output_shape[-1])), np.float32)
         with self._lock:
             return np.asarray(self.model.predict(batch, batch_size=256, verbose=0), dtype=np.float32)
 
