@@ -24,7 +24,7 @@ def test_negative_crops_are_pipeline_renderings_of_every_family(source: negative
     rng = np.random.default_rng(1)
     crops, kinds = negatives.negative_crops(28, rng, source)
     assert crops.shape == (28, 28, 28) and crops.dtype == np.float32
-    assert 0.0 <= crops.min() and crops.max() <= 1.0
+    assert crops.min() >= 0.0 and crops.max() <= 1.0
     assert (crops.reshape(28, -1).max(1) > 0.5).all()  # every crop holds ink
     assert len(set(kinds)) >= 4  # several families drawn
     # Varied: no two crops alike, and the pipeline's centring by mass holds for each.
