@@ -1,11 +1,41 @@
-"""Terminal rendering of training progress: one rich progress bar per epoch with loss and accuracy."""
+"""Terminal progress: one rich bar per training epoch (loss, accuracy); images read and images/s for predict."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Images per second, averaged over rich's recent samples."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f} images/s", style="progress.data.speed")
+
+
+@contextmanager
+def batch_progress(console: Console, transient: bool = False) -> Iterator[Callable[[bool], None]]:
+    """A running count of images read (the total is unknown: inputs stream), errors, images/s and time;
+    yields `advance(failed)`, to call once per image."""
+    progress = Progress(TextColumn("reading"), BarColumn(), TextColumn("{task.completed:,} images"),
+                        TextColumn("{task.fields[errors]}"), RateColumn(), TimeElapsedColumn(),
+                        console=console, transient=transient)
+    task = progress.add_task("reading", total=None, errors="")
+    errors = 0
+
+    def advance(failed: bool) -> None:
+        nonlocal errors
+        errors += failed
+        progress.update(task, advance=1, errors=f"{errors:,} errors" if errors else "")
+
+    with progress:
+        yield advance
 
 
 def epoch_progress_callback(console: Console) -> Any:
