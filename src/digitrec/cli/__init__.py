@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from digitrec import __version__
 from digitrec.cli import evaluate, export, feedback, models, predict, serve, train
+from digitrec.extras import missing_extra
 
 COMMANDS = (train, evaluate, predict, serve, export, feedback, models)
 
@@ -48,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("digitrec: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        explained = missing_extra(error)
+        if explained is None:
+            raise
+        print(f"digitrec {args.command}: error: {explained}", file=sys.stderr)
+        return 1
     except (UserError, ValueError, OSError) as error:
         # Library errors (DataError, BundleError, IdxError, OutputError...) are ValueError/OSError
         # subclasses with messages written for users.
