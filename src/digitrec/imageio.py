@@ -4,26 +4,33 @@ Every image digitrec reads comes through here, as bytes (an upload) or a path (t
 always the same: `(H, W) float32` in [0, 1], 0 = black, 1 = white, the image's luminance as a viewer would
 show it:
 
-- anything Pillow reads (PNG, JPEG, GIF and multi-frame TIFF: first frame, BMP, TIFF, WebP, ...; HEIC/HEIF
-  when the optional `pillow-heif` plugin is installed);
+- PNG, JPEG, GIF, BMP, TIFF, WebP (of animations and multi-page files, the first frame), and HEIC/HEIF
+  when the optional `pillow-heif` plugin is installed; no other format is even tried (Pillow knows formats,
+  EPS among them, whose decoders run external programs or cost far more than their size suggests);
 - EXIF orientation applied, so a phone photo is upright;
 - palette, 1-bit, 16-bit, 32-bit and float, CMYK and grey+alpha images all map to grey;
 - transparency composited onto a background chosen from the picture (see `composite_alpha`): a drawing
   made on a transparent canvas keeps its strokes visible whether they were drawn black or white.
 
 Limits are checked *before* decoding: the pixel count comes from the file's header, so a decompression
-bomb (a small file that would decode to hundreds of megapixels) is refused without allocating it. A path
+bomb (a small file that would decode to hundreds of megapixels) is refused without allocating it. So is a
+file whose decoding would cost far more than its pixels (see `check_decode_cost`): a JPEG with hundreds of
+scans, or one far smaller than its declared size could hold. Later pages of TIFF/GIF files are never walked.
+A caller that shares memory between requests (the server) learns each image's size just before it is
+decoded, through `decode_admission`. A
 must be a regular file under a size limit; a FIFO or device is refused without opening it for a blocking
 read.
 """
 
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 import os
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +39,24 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 48-megapixel phone photo is ~48M; most are 12M; 40M bounds memory at ~0.5 GB
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+# What Pillow may try, by its format ids (JPEG includes MPO, the multi-picture JPEG many phones write;
+# HEIF only when pillow-heif is installed).
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "HEIF")
+FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP or HEIC"
+# A progressive JPEG is decoded one scan at a time and every scan is a pass over the whole image: encoders
+# write ~10 scans (Pillow/libjpeg 6-10, mozjpeg up to ~20), a crafted file thousands (5 s of CPU in 375 kB).
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SCAN_PIXELS = 1_200_000_000  # scans x pixels: ~30 scans of a 40 MP image, ~0.7 s of decoding here
+# Huffman-coded JPEG needs at least 1 bit per 8x8 block (its DC code); 2048 pixels a byte is 4x below that
+# floor, so only a truncated (or arithmetic-coded and nearly blank) file is refused.
+MIN_JPEG_BYTES_PER_PIXEL = 1 / 2048
+ZLIB_MAX_RATIO = 1032  # deflate never expands data more than this: a PNG smaller than raw / 1032 is cut short
+STRIP_PIXELS = 4_000_000  # composite transparency in strips this big, so a 40 MP RGBA image needs no float copies
+
+# Called with (format, width, height) just before pixels are decoded; may raise to refuse (the server's
+# shared pixel budget). A context variable so concurrent decodes in other threads each see their own.
+decode_admission: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "decode_admission", default=None)
 
 _heif_registered = False
 
@@ -77,15 +102,15 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise NotAnImageError("empty file: not an image")
     try:
         # Image.open reads only the header; nothing is decoded until load().
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=allowed_formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow's own bomb check (~89M px warns, ~179M px refuses) fires inside open(), before ours can.
         raise ImageTooLargeError(f"image too large to decode (over {max_pixels:,} pixels): {error}") from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as error:
         if looks_like_svg(data):
             # Browsers preview SVG happily, so say why this one is refused (a vector drawing has no pixels).
             raise NotAnImageError("SVG drawings aren't supported: export a PNG") from error
-        raise NotAnImageError("not an image (or a format this installation cannot read)") from error
+        raise NotAnImageError(f"not an image, or not one digitrec reads ({FORMAT_NAMES})") from error
     with image:
         width, height = image.size
         if width * height > max_pixels:
@@ -94,17 +119,20 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             )
         if width < 1 or height < 1:
             raise NotAnImageError(f"empty image ({width}x{height} pixels)")
+        check_decode_cost(data, image.format, width, height)
+        admit = decode_admission.get()
+        if admit is not None:
+            admit(image.format, width, height)
         try:
-            # Counting frames parses every frame's header: a corrupt later frame raises here (inside the try).
-            if getattr(image, "n_frames", 1) > 1:
-                log.info("%s image with %d frames: reading the first", image.format, image.n_frames)
+            # The first frame only; n_frames is never asked for: it walks every page (quadratic for TIFF).
             image.seek(0)
-            if image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
+            if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "YCbCr"):
                 # libjpeg can hand over the luma channel alone: the same grey we would compute, twice as fast.
                 image.draft("L", image.size)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_grey(image)
+            # in_place: without an orientation tag, exif_transpose would return a full copy of the image.
+            ImageOps.exif_transpose(image, in_place=True)
+            return release_to_grey(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageTooLargeError(f"image too large to decode: {error}") from error
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
@@ -112,6 +140,36 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             # Decoders report truncated and corrupt data with many exception types.
             raise NotAnImageError(f"truncated or corrupt {image.format or ''} image ({error})".replace("  ", " ")) \
                 from error
+
+
+def allowed_formats() -> list[str]:
+    """The formats of ALLOWED_FORMATS this installation can open (Pillow's ids)."""
+    from PIL import Image
+
+    Image.init()  # loads Pillow's plugins (once), so that OPEN lists every format it has
+    return [name for name in ALLOWED_FORMATS if name in Image.OPEN]
+
+
+def check_decode_cost(data: bytes, image_format: str | None, width: int, height: int) -> None:
+    """Refuse, from the bytes alone, a file whose decoding would cost far more than its pixel count says."""
+    pixels = width * height
+    if image_format in ("JPEG", "MPO"):
+        # SOS can only appear as a real marker: inside entropy-coded data every 0xFF is followed by 0x00
+        # or a restart marker. (An EXIF thumbnail's few scans count too; the limits leave room for them.)
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_PIXELS:
+            raise NotAnImageError(f"JPEG with {scans} scans for {width}x{height} pixels: too costly to decode"
+                                  f" (a normal progressive JPEG has about 10); save it as a baseline JPEG")
+        if len(data) < pixels * MIN_JPEG_BYTES_PER_PIXEL:
+            raise NotAnImageError(f"truncated JPEG: it declares {width}x{height} pixels but holds only"
+                                  f" {len(data):,} bytes")
+    elif image_format == "PNG" and data[12:16] == b"IHDR":
+        bit_depth, colour_type = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour_type, 1)
+        raw_bytes = height * (1 + (width * channels * bit_depth + 7) // 8)  # filter byte + packed row
+        if len(data) * ZLIB_MAX_RATIO < raw_bytes:
+            raise NotAnImageError(f"truncated PNG: it declares {width}x{height} pixels but holds only"
+                                  f" {len(data):,} bytes")
 
 
 def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -145,6 +203,67 @@ def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
         return decode_image(data, max_pixels=max_pixels)
     except ImageError as error:
         raise type(error)(f"{path}: {error}") from error
+
+
+def release_to_grey(image) -> np.ndarray:  # image: PIL.Image.Image, loaded; closed on return
+    """`to_grey` for a big image: same pixels, but each Pillow buffer is freed as soon as it is used.
+
+    A 40 MP RGBA PNG took 1.2 GB through `to_grey` (RGBA, its copy, float grey, float alpha, products);
+    here it is the RGBA buffer, then two 8-bit planes, then the float result, built in strips.
+    """
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":  # 16/32-bit and float: rare, and their own scaling rules
+        grey = to_grey(image)
+        image.close()
+        return grey
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")  # a copy unless it is RGBA already
+        image.close()
+        alpha = np.asarray(rgba.getchannel("A"))  # (H, W) uint8
+        grey8 = rgba.convert("L")  # Pillow's RGBA -> L ignores alpha: the colour's luminance
+        rgba.close()
+        grey = np.asarray(grey8)  # (H, W) uint8
+        grey8.close()
+        return composite_alpha_uint8(grey, alpha)
+    # ITU-R 601 luminance; CMYK, YCbCr, P, 1, ... via RGB to the same luminance, as `to_grey` does
+    grey8 = image if mode == "L" else image.convert("L") if mode == "RGB" else image.convert("RGB").convert("L")
+    grey = np.asarray(grey8)  # (H, W) uint8
+    image.close()
+    grey8.close()
+    return np.divide(grey, np.float32(255.0), out=np.empty(grey.shape, np.float32))  # = float32(grey) / 255
+
+
+def composite_alpha_uint8(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`composite_alpha(grey / 255, alpha / 255)` for (H, W) uint8 planes, in strips (no full-size temporaries)."""
+    height, width = grey.shape
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    strips = [slice(top, top + rows) for top in range(0, height, rows)]
+    scale = np.float32(255.0)
+    out = np.empty(grey.shape, np.float32)
+    if alpha.min(initial=255) >= 255:
+        return np.divide(grey, scale, out=out)
+    weight = tone = 0.0
+    for strip in strips:
+        strip_alpha = alpha[strip] / scale
+        weight += float(strip_alpha.sum(dtype=np.float64))
+        tone += float(((grey[strip] / scale) * strip_alpha).sum(dtype=np.float64))
+    if weight <= 0.0:  # fully transparent: nothing was drawn
+        out.fill(1.0)
+        return out
+    if weight < 0.5 * alpha.size:
+        background = 1.0 if tone / weight < 0.5 else 0.0
+    else:
+        # The median of every 7th opaque pixel in row-major order, as composite_alpha takes it.
+        samples, seen = [], 0
+        for strip in strips:
+            opaque = grey[strip][alpha[strip] > 127]  # alpha / 255 > 0.5
+            samples.append(opaque[(-seen) % 7::7])
+            seen += opaque.size
+        background = float(np.median(np.concatenate(samples) / scale))
+    for strip in strips:
+        strip_alpha = alpha[strip] / scale
+        out[strip] = (grey[strip] / scale) * strip_alpha + background * (1.0 - strip_alpha)
+    return out
 
 
 def to_grey(image) -> np.ndarray:  # image: PIL.Image.Image (imported lazily)

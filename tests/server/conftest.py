@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from digitrec.bundle import BundleError, default_bundle_dir, resolve_model
 from digitrec.idx import read_idx
 from digitrec.server.app import create_app
+from digitrec.server.connections import uvicorn_options
 from digitrec.server.settings import ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +120,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(model_path: Path) -> Iterator[str]:
-    """The real app on uvicorn, on 127.0.0.1 and a free port, in a background thread; yields its base URL."""
+@contextmanager
+def running_server(settings: ServerSettings, loader: Callable[[Any], Any] | None = None) -> Iterator[str]:
+    """The real app on uvicorn with the options `digitrec serve` uses, on 127.0.0.1 and a free port, in a
+    background thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(ServerSettings(model_path=model_path)), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False)
+    app = create_app(settings) if loader is None else create_app(settings, loader)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                            **uvicorn_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -132,9 +136,24 @@ def live_server(model_path: Path) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server_runner() -> Callable[..., Any]:
+    """`running_server` for test modules: server_runner(settings, loader=None) is a context manager."""
+    return running_server
+
+
+@pytest.fixture(scope="session")
+def live_server(model_path: Path) -> Iterator[str]:
+    """The real app on uvicorn, default settings; yields its base URL."""
+    with running_server(ServerSettings(model_path=model_path)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

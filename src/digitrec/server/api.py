@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated, Any
 
-import anyio.to_thread
 import cv2
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from fastapi import APIRouter, Query, Request, Response
 
 from digitrec import __version__
 from digitrec.bundle import INPUT_FORMAT
 from digitrec.recognize import Recognition, recognize
 from digitrec.runtime import Classifier, LiteRTClassifier
-from digitrec.server.deps import InferenceLimiterDep, ServedModelDep, SettingsDep
+from digitrec.server.deps import AdmissionDep, ServedModelDep, SettingsDep
 from digitrec.server.schemas import DigitPrediction, ErrorResponse, Mode, ModelInfo, PredictResponse
+from digitrec.server.upload import declared_length, read_image_bytes
 
 router = APIRouter(prefix="/api/v1", tags=["recognition"])
 
@@ -42,7 +39,8 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Body over the size limit, or image over the pixel limit"},
     415: {"model": ErrorResponse, "description": "Not an image digitrec can read"},
     422: {"model": ErrorResponse, "description": "No image in the request, or bad query parameters"},
-    503: {"model": ErrorResponse, "description": "The request took longer than the server's time limit"},
+    503: {"model": ErrorResponse, "description": "The server is busy (retry after `Retry-After` seconds), or the"
+                                                 " request took longer than the server's time limit"},
 }
 
 
@@ -52,17 +50,23 @@ async def predict(
     served: ServedModelDep,
     reply: Response,
     settings: SettingsDep,
-    limiter: InferenceLimiterDep,
+    admission: AdmissionDep,
     mode: Annotated[Mode, Query(description="`digit`, `number`, or `auto` to decide from the image")] = Mode.auto,
     images: Annotated[bool, Query(description="add each digit's 28x28 model input as a PNG data URL")] = False,
 ) -> PredictResponse:
     """Read the digit or number in an image (multipart field `file`, or the image bytes as the body)."""
-    data = await read_image_bytes(request, settings.max_body_bytes)
-    started = time.perf_counter()
-    reply.headers["X-Model-Version"] = served.version or "unversioned"  # the registry version answering
-    run = partial(recognize, data, served.classifier, mode.value, max_pixels=settings.max_pixels)
-    # CPU-bound: off the event loop, at most `limiter` at once; abandoned (not waited for) on timeout.
-    recognition = await anyio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
+    # Admitted before a byte is read: twice the length, for the body and the image cut out of it.
+    upload = admission.reserve_upload(2 * declared_length(request, settings.max_body_bytes))
+    try:
+        data = await read_image_bytes(request, settings.max_body_bytes)
+        started = time.perf_counter()
+        deadline = getattr(request.state, "deadline", time.monotonic() + settings.request_timeout_s)
+        reply.headers["X-Model-Version"] = served.version or "unversioned"  # the registry version answering
+        run = partial(recognize, data, served.classifier, mode.value, max_pixels=settings.max_pixels)
+        del data  # the worker holds the bytes now (and the upload budget until it is done with them)
+        recognition = await admission.run(run, deadline=deadline, holding=upload)
+    finally:
+        upload.release()
     response = to_response(recognition, with_images=images)
     response.timing_ms = round((time.perf_counter() - started) * 1000, 3)
     return response
@@ -85,43 +89,6 @@ async def model_info(served: ServedModelDep, settings: SettingsDep) -> ModelInfo
         model_version=served.version,
         feedback=settings.feedback_mode,
     )
-
-
-async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
-    """The image bytes of a multipart (`file`) or raw body; 413 past `max_bytes`, 422 when there is none."""
-    too_large = HTTPException(413, f"request body over the {max_bytes / 1e6:g} MB limit")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large  # refused before reading a byte
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return await file_from_multipart(request.headers, bytes(body))
-    if not body:
-        raise HTTPException(422, "no image in the request: send it as multipart field 'file' or as the body")
-    return bytes(body)
-
-
-async def file_from_multipart(headers: Headers, body: bytes) -> bytes:
-    async def stream() -> AsyncIterator[bytes]:
-        yield body
-
-    try:
-        form = await MultiPartParser(headers, stream(), max_files=1, max_fields=16).parse()
-    except MultiPartException as error:
-        raise HTTPException(422, f"malformed multipart body: {error.message}") from error
-    try:
-        upload = form.get("file")
-        if upload is None:
-            raise HTTPException(422, "missing multipart field 'file' (the image)")
-        if not isinstance(upload, UploadFile):
-            raise HTTPException(422, "multipart field 'file' must be a file, not text")
-        return await upload.read()
-    finally:
-        await form.close()
 
 
 def to_response(recognition: Recognition, *, with_images: bool) -> PredictResponse:

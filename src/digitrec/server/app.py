@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +16,10 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from digitrec import __version__
 from digitrec.runtime import Classifier, load_classifier
-from digitrec.server import api, feedback, health, hotswap, pages
+from digitrec.server import api, connections, feedback, health, hotswap, pages
+from digitrec.server.admission import Admission
 from digitrec.server.errors import install_error_handlers
-from digitrec.server.middleware import RequestTimeoutMiddleware, SecurityHeadersMiddleware
+from digitrec.server.middleware import HeadAsGetMiddleware, RequestTimeoutMiddleware, SecurityHeadersMiddleware
 from digitrec.server.settings import SETTINGS_ENV, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -37,12 +39,17 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
         app.state.settings = settings
         hotswap.install(app, served)
         app.state.inference_limiter = anyio.CapacityLimiter(settings.max_concurrent_inferences)
+        connections.quiet_accept_errors(asyncio.get_running_loop())
+        app.state.admission = Admission(threads=settings.max_concurrent_inferences, max_queued=settings.max_queued,
+                                        upload_bytes=settings.max_inflight_upload_bytes,
+                                        pixels=settings.max_inflight_pixels)
         app.state.feedback_store = feedback.LazyStore(settings.store)
         try:
             async with hotswap.watching(app, settings, classifier_loader, api.warm_up):
                 yield
         finally:
             app.state.feedback_store.close()
+            app.state.admission.shutdown()
 
     app = FastAPI(
         title="digitrec",
@@ -55,6 +62,7 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
     # Text (page, scripts, JSON) shrinks 3-5x; PNG/JPEG bodies are skipped by Starlette's default exclusions.
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)
     if settings.cors_origins:

@@ -12,6 +12,7 @@ import anyio
 from fastapi import Depends, Request
 
 from digitrec.runtime import Classifier
+from digitrec.server.admission import Admission
 from digitrec.server.hotswap import ServedModel
 from digitrec.server.settings import ServerSettings
 
@@ -33,7 +34,13 @@ async def get_inference_limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.inference_limiter
 
 
+async def get_admission(request: Request) -> Admission:
+    """The server's budgets and recognition threads (see `admission`)."""
+    return request.app.state.admission
+
+
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 InferenceLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_inference_limiter)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]

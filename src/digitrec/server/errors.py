@@ -6,9 +6,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from digitrec.imageio import ImageError, ImageTooLargeError, NotAnImageError
+from digitrec.server.admission import ServerBusy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,21 @@ async def invalid_request(request: Request, error: Exception) -> JSONResponse:
                         status_code=422)
 
 
+async def server_busy(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServerBusy)
+    response = _error(503, error.detail)
+    response.headers["retry-after"] = str(error.retry_after_s)
+    return response
+
+
+async def client_disconnected(request: Request, error: Exception) -> Response:
+    # The client went away mid-upload: nobody will read an answer, and it is not a server error.
+    client = request.client
+    log.info("client %s disconnected during %s %s", f"{client.host}:{client.port}" if client else "?",
+             request.method, request.url.path)
+    return Response(status_code=499)  # nginx's "client closed request"; never sent
+
+
 async def internal_error(request: Request, error: Exception) -> JSONResponse:
     # The traceback goes to the server log (Starlette re-raises after this response), never to the client.
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(error).__name__)
@@ -51,4 +68,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotAnImageError, not_an_image)
     app.add_exception_handler(ImageError, not_an_image)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ServerBusy, server_busy)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(Exception, internal_error)

@@ -1,8 +1,10 @@
-"""Plain ASGI middleware: security headers on every response, and a bound on how long a request may take."""
+"""Plain ASGI middleware: security headers on every response, a bound on how long a request may take, and
+HEAD wherever GET works."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,6 +72,9 @@ class RequestTimeoutMiddleware:
                 response_started = True
             await send(message)
 
+        # The app may read the deadline (request.state.deadline, time.monotonic()) to refuse work it cannot
+        # finish in time.
+        scope.setdefault("state", {})["deadline"] = time.monotonic() + self.timeout_s
         with anyio.move_on_after(self.timeout_s) as deadline:
             await self.app(scope, receive, send_tracking)
         if deadline.cancelled_caught and not response_started:
@@ -79,3 +84,27 @@ class RequestTimeoutMiddleware:
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
+
+
+class HeadAsGetMiddleware:
+    """Answer HEAD wherever GET is answered: the GET's status and headers, no body.
+
+    Load balancers and uptime checkers use HEAD; FastAPI routes only the methods a route names.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)

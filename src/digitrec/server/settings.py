@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +29,34 @@ class ServerSettings:
     store: str | None = None  # corrections store path or URL; None: $DIGITREC_STORE, else the user data folder
     models_dir: Path | None = None  # model versions; None: $DIGITREC_MODELS, else the user data folder
     reload_interval_s: float = 1.0  # how often the active model version is checked (when --model is not given)
+    # Admission: past any of these budgets a request is refused at once (503 + Retry-After), never queued.
+    max_queued: int = 64  # recognitions waiting for a thread (small ones take ~3 ms each)
+    # Upload bytes held by requests in flight (each counts twice its length: the body and the image cut
+    # from it); a body is only read once its bytes are admitted. 6 uploads at the 10 MB limit.
+    max_inflight_upload_bytes: int = 128_000_000
+    # Pixels being decoded or read at once; a 40 MP RGBA PNG peaks at ~320 MB while it is read, so this
+    # keeps one such image (plus small ones) in memory at a time.
+    max_inflight_pixels: int = 48_000_000
+    # Connections: past this many, the longest-idle one is closed for the new one (never "too many open
+    # files"); 0: from the open-file limit.
+    max_connections: int = 0
+    header_timeout_s: float = 10.0  # a connection must send a request's headers within this (slow/idle clients)
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    max_header_bytes: int = 16_384  # the request line and headers together
 
     @property
     def max_concurrent_inferences(self) -> int:
         return self.inference_threads or os.cpu_count() or 1
+
+    @property
+    def connection_limit(self) -> int:
+        """`max_connections`, or what the process's open-file limit leaves room for (files, model, threads)."""
+        if self.max_connections:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 4096
+        return max(16, min(4096, soft - 128))
 
     @property
     def feedback_mode(self) -> str:

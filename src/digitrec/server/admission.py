@@ -1,0 +1,157 @@
+"""Admission control: a bounded amount of work in flight, and a refusal at once (503) when it is all taken.
+
+Three budgets, each checked without waiting:
+
+- upload bytes: taken before a body is read (from its Content-Length), so a flood of big uploads is refused
+  before it costs memory;
+- recognitions queued or running: a fixed thread pool with a short queue in front of it;
+- decoded pixels: taken inside the worker when the image's header has been read and before its pixels are
+  decoded (`imageio.decode_admission`), so two 40-megapixel images are never in memory together.
+
+A budget stays taken until the work that uses it has *really* finished. Python threads cannot be killed,
+so when a request runs out of time its answer (503) goes at once, but its thread, and everything it holds,
+keeps counting until it returns. That is what makes the bound a bound; `imageio` refuses files whose
+decoding would cost far more than their size, so no single piece of work runs long past its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from digitrec.imageio import decode_admission
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RETRY_AFTER_S = 1  # what a refused client is told; the work in flight turns over in well under a second
+# Reading an image costs up to ~40 ns per pixel here (a 40 MP RGBA PNG: 1.6 s of CPU). A big image that
+# cannot be read before its request's deadline is refused instead of started: its CPU would outlive the
+# request by seconds.
+SECONDS_PER_PIXEL = 50e-9
+
+
+class ServerBusy(Exception):
+    """A budget is taken: answer 503 with Retry-After now, rather than queue until the deadline."""
+
+    def __init__(self, detail: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+class Budget:
+    """A count that work takes from and gives back, from any thread; taking never waits."""
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def try_take(self, amount: int) -> bool:
+        with self._lock:
+            # One piece of work bigger than the whole budget may still run, alone.
+            if self.used and self.used + amount > self.capacity:
+                return False
+            self.used += amount
+            return True
+
+    def give(self, amount: int) -> None:
+        with self._lock:
+            self.used -= amount
+
+
+class Reservation:
+    """Budget taken for one request, given back when its last holder (the request, then its worker) lets go."""
+
+    def __init__(self, budget: Budget, amount: int) -> None:
+        self.budget = budget
+        self.amount = amount
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            done = self._holders == 0
+        if done:
+            self.budget.give(self.amount)
+
+
+class Admission:
+    """The server's budgets and its recognition threads; one per app, made in lifespan."""
+
+    def __init__(self, *, threads: int, max_queued: int, upload_bytes: int, pixels: int) -> None:
+        self.threads = threads
+        self.upload_bytes = Budget("upload bytes", upload_bytes)
+        self.pixels = Budget("pixels", pixels)
+        self.work = Budget("recognitions", threads + max_queued)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digitrec-recognize")
+
+    def reserve_upload(self, nbytes: int) -> Reservation:
+        """Take `nbytes` of the upload budget for a body about to be read, or raise `ServerBusy`."""
+        if not self.upload_bytes.try_take(nbytes):
+            raise ServerBusy(f"the server is busy reading other uploads ({self.upload_bytes.used / 1e6:.0f} MB"
+                             f" in flight); retry in {RETRY_AFTER_S} s")
+        return Reservation(self.upload_bytes, nbytes)
+
+    async def run(self, work: Callable[[], T], *, deadline: float, holding: Reservation | None = None) -> T:
+        """Run `work` on a recognition thread by `deadline` (time.monotonic()), or raise `ServerBusy`.
+
+        `holding` (the upload's bytes) stays taken until the thread is done with them. Cancelling the
+        caller (its request timed out) drops the work if it has not started; if it has, the work finishes
+        on its thread and its budgets are given back then.
+        """
+        if not self.work.try_take(1):
+            raise ServerBusy(f"the server is busy ({self.work.used} recognitions waiting or running);"
+                             f" retry in {RETRY_AFTER_S} s")
+        if holding is not None:
+            holding.hold()
+        try:
+            future = self.executor.submit(self._in_worker, work, deadline)
+        except RuntimeError:  # shutting down
+            self._done(holding)
+            raise ServerBusy("the server is shutting down") from None
+        future.add_done_callback(lambda _: self._done(holding))
+        return await asyncio.wrap_future(future)
+
+    def _done(self, holding: Reservation | None) -> None:
+        self.work.give(1)
+        if holding is not None:
+            holding.release()
+
+    def _in_worker(self, work: Callable[[], T], deadline: float) -> T:
+        if time.monotonic() >= deadline:  # waited out its time in the queue: nobody is waiting for it
+            raise ServerBusy("the server was too busy to start this request in time")
+        taken: list[int] = []
+
+        def admit(image_format: str, width: int, height: int) -> None:
+            pixels = width * height
+            if time.monotonic() + pixels * SECONDS_PER_PIXEL > deadline:
+                raise ServerBusy(f"too little time left to read a {width}x{height} image; retry"
+                                 f" in {RETRY_AFTER_S} s")
+            if not self.pixels.try_take(pixels):
+                raise ServerBusy(f"the server is busy reading other large images; retry in {RETRY_AFTER_S} s")
+            taken.append(pixels)
+
+        token = decode_admission.set(admit)
+        try:
+            return work()
+        finally:
+            decode_admission.reset(token)
+            for pixels in taken:
+                self.pixels.give(pixels)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+

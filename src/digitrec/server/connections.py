@@ -1,0 +1,227 @@
+"""Connection limits uvicorn does not have: a header timeout, a header size cap, and a connection cap.
+
+uvicorn closes a keep-alive connection that stays idle *after* a response, but a connection that never
+sends a request (or sends its headers a byte at a time) stays open for ever, and each open connection is a
+file descriptor: at `ulimit -n 1024`, 1,100 idle sockets made the server unreachable. So each connection
+gets a guard timer:
+
+- from the moment it opens (and after each response) until its request's headers are in: `header_timeout_s`;
+- while a request runs: the request's time limit plus a grace period (the app answers 503 at the limit; this
+  catches a client that stops reading the answer, or keeps trickling a body nobody waits for);
+
+and when the server holds `connection_limit` connections, a new one closes the one idle the longest, so the
+process never runs out of descriptors and a real client always gets in. Request bodies are bounded by the
+app (size and time limits); the header size by h11's incomplete-event limit or, for httptools, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+from digitrec.server.settings import SETTINGS_ENV, ServerSettings
+
+log = logging.getLogger(__name__)
+
+REQUEST_GRACE_S = 5.0  # past the request's own time limit, before its connection is cut
+LINGER_S = 2.0  # after answering before a body was all read: how long its rest is read and dropped
+EVICTION_LOG_EVERY_S = 10.0  # one warning per this much time while connections are being evicted
+
+
+def base_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol: httptools when installed (faster), else h11."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+
+
+class ConnectionTable:
+    """The live connections of one server, oldest-idle first, and the cap on their number."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.idle: OrderedDict[Any, None] = OrderedDict()  # guarded protocols waiting for a request
+        self.live = 0
+        self.evicted = 0
+        self._last_log = 0.0
+
+    def opened(self, protocol: Any) -> bool:
+        """Count a new connection; False when it must be closed at once (every other one is busy)."""
+        self.live += 1
+        if self.live <= self.limit:
+            return True
+        victim = next(iter(self.idle), None)
+        self.evicted += 1
+        now = time.monotonic()
+        if now - self._last_log > EVICTION_LOG_EVERY_S:
+            self._last_log = now
+            log.warning("%d connections open (limit %d): closing the longest-idle ones (%d so far)",
+                        self.live, self.limit, self.evicted)
+        if victim is None:
+            return False
+        victim.close_guarded()
+        return True
+
+    def closed(self, protocol: Any) -> None:
+        self.live -= 1
+        self.idle.pop(protocol, None)
+
+
+def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = None) -> type[asyncio.Protocol]:
+    """An HTTP protocol class for uvicorn's `http=` option, enforcing `settings`' connection limits."""
+    base: Any = base_protocol()
+    table = table or ConnectionTable(settings.connection_limit)
+    header_timeout = settings.header_timeout_s
+    request_timeout = settings.request_timeout_s + REQUEST_GRACE_S
+    max_header_bytes = settings.max_header_bytes
+
+    class GuardedProtocol(base):  # type: ignore[misc, valid-type]
+        connections_table = table
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self._guard: asyncio.TimerHandle | None = None
+            self._guard_closed = False
+            self._lingering = False
+            self._header_bytes = 0
+            super().connection_made(transport)
+            if not table.opened(self):
+                self.close_guarded()
+                return
+            self._wait_for_request()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if not self._guard_closed:
+                self._guard_closed = True
+                table.closed(self)
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return  # the rest of a body already answered: dropped
+            in_request = self._in_request()
+            if not in_request:
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes + 65_536:  # far past it: h11/httptools never said no
+                    self.close_guarded()
+                    return
+            super().data_received(data)
+            if not in_request and self._in_request():  # this data completed a request's headers
+                self._header_bytes = 0
+                table.idle.pop(self, None)
+                self._arm(request_timeout)
+
+        def on_response_complete(self) -> None:
+            unread_body = self.cycle is not None and self.cycle.more_body
+            super().on_response_complete()
+            if unread_body and not self.transport.is_closing():
+                self._linger()
+                return
+            if not self.transport.is_closing() and not self._in_request():
+                self._wait_for_request()
+
+        def _linger(self) -> None:
+            """Answered before the body was all in (413, a refusal, 503 at the time limit): close, gently.
+
+            Closing with unread data makes the kernel reset the connection, and a client still sending
+            would see "connection reset" instead of the answer. So: end our side (the answer goes out
+            first), read and drop what still comes for a moment, then close.
+            """
+            self._lingering = True
+            self._disarm()
+            table.idle.pop(self, None)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.transport.resume_reading()
+            self._guard = self.loop.call_later(LINGER_S, self.close_guarded)
+
+        def _in_request(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _wait_for_request(self) -> None:
+            table.idle[self] = None
+            table.idle.move_to_end(self)
+            self._arm(header_timeout)
+
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self._guard = self.loop.call_later(seconds, self.close_guarded)
+
+        def _disarm(self) -> None:
+            if self._guard is not None:
+                self._guard.cancel()
+                self._guard = None
+
+        def close_guarded(self) -> None:
+            """Close this connection now (timed out, or evicted for a newer one)."""
+            self._disarm()
+            table.idle.pop(self, None)
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True  # the app sees http.disconnect, not a hang
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedProtocol
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log "out of file descriptors" on accept as one warning line a few seconds apart, not a traceback each.
+
+    asyncio accepts a burst of connections before any of them reaches the protocol (where the connection
+    cap evicts idle ones), so a flood can still run the process out of descriptors for a moment; asyncio
+    then pauses accepting for a second and retries, which is the right thing, but logs a traceback at
+    ERROR each time.
+    """
+    default = loop.get_exception_handler()
+    last = [0.0]
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            now = time.monotonic()
+            if now - last[0] > EVICTION_LOG_EVERY_S:
+                last[0] = now
+                log.warning("out of file descriptors accepting connections (%s); retrying in 1 s", error.strerror)
+            return
+        if default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """The uvicorn.run / uvicorn.Config options that bound connections, for one server process."""
+    return {
+        "http": guarded_protocol(settings),
+        "timeout_keep_alive": settings.keep_alive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "backlog": 1024,  # also asyncio's accept burst: smaller bursts give evictions time to free descriptors
+        "server_header": False,
+    }
+
+
+_environment_protocol: type[asyncio.Protocol] | None = None
+
+
+def environment_protocol(**kwargs: Any) -> asyncio.Protocol:
+    """uvicorn `http=` target for worker processes (`--workers N`), which get their settings from the environment.
+
+    uvicorn imports this by name in each worker (a class made at run time cannot cross to a spawned
+    process), and calls it as it would a protocol class.
+    """
+    global _environment_protocol
+    if _environment_protocol is None:
+        _environment_protocol = guarded_protocol(ServerSettings.from_env(os.environ[SETTINGS_ENV]))
+    return _environment_protocol(**kwargs)
