@@ -1,0 +1,304 @@
+"""Fine-tune a model on its users' corrections, with MNIST replay so it forgets nothing, behind a gate.
+
+The data path: corrections store -> the 28x28 inputs the model saw, with their right labels -> a held-out
+slice chosen by id (never by outcome) -> base model (a bundle's model.keras) trained on the other
+corrections, oversampled, mixed with MNIST training images -> gate -> bundle. It shares train.py's
+configuration (`TrainConfig`: epochs, batch size, learning rate, schedule, augmentation, seed, data) and its
+pieces (optimizer schedule, augmentation wrapper, bundle writer); only the data mix and the gate are its own.
+
+The gate: MNIST test accuracy may drop by at most `max_mnist_drop` (0.10 points) from the base, measured
+the same way in the same run, and accuracy on the held-out corrections must not get worse. Otherwise
+`GateRefused` is raised and nothing is written.
+
+Models with an 11th "not a digit" output learn "none" corrections as that class (and replay synthetic
+non-digits so the class is not forgotten); 10-output models cannot learn them, so they are left out and
+counted. A training-only module: it imports Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from digitrec.augment import wrap_for_training
+from digitrec.bundle import resolve_model
+from digitrec.data import DataConfig, load_split, to_model_input
+from digitrec.runtime import load_keras_model
+from digitrec.store import Correction, CorrectionStore, is_held_out
+from digitrec.store.corrections import VALIDATION_EVERY
+from digitrec.train import (
+    AGREEMENT_IMAGES,
+    VALIDATION_SIZE,
+    TrainConfig,
+    make_optimizer,
+    split_validation,
+    write_bundle,
+)
+
+log = logging.getLogger(__name__)
+
+NOT_A_DIGIT = 10  # the class index of "not a digit" in 11-output models
+
+
+class FinetuneError(ValueError):
+    """Nothing to fine-tune on (no corrections, too few to validate), or a base model that cannot be tuned."""
+
+
+class GateRefused(ValueError):
+    """The fine-tuned model is worse than its base; `figures` says by how much. Nothing was written."""
+
+    def __init__(self, message: str, figures: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.figures = figures
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning run: train.py's TrainConfig for the optimisation, plus the data mix and the gate."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=4, batch_size=128, learning_rate=5e-4, schedule="one-cycle", augment=True, seed=0))
+    replay: int = 6000  # MNIST training images mixed into each epoch (a fresh draw each epoch)
+    correction_share: float = 0.3  # oversample the corrections to about this share of each epoch
+    max_oversample: int = 40  # but never repeat one correction more than this per epoch
+    negative_replay: int = 300  # synthetic non-digits per run, for models with a not-a-digit output
+    min_train: int = 10  # inputs needed to train on
+    min_held_out: int = 5  # held-out inputs needed to judge the result
+    max_mnist_drop: float = 0.001  # gate: MNIST test accuracy may fall by at most 0.10 points
+    # Batch-norm statistics stay the base's: a few hundred corrections would otherwise shift them for all
+    # inputs (frozen BN layers also run in inference mode while training, in Keras 3).
+    freeze_batch_norm: bool = True
+    test_limit: int | None = None  # gate on the first N MNIST test images (tests); None: all 10,000
+
+
+@dataclass(frozen=True)
+class CorrectionData:
+    """The corrections as model inputs: images (N, 28, 28) uint8, labels (N,), and where they came from."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    held_out_images: np.ndarray
+    held_out_labels: np.ndarray
+    corrections: int  # corrections used (rows), both slices
+    skipped_misaligned: int  # label digits did not match the crops read
+    skipped_none: int  # "not a digit" corrections a 10-output model cannot learn
+    snapshot: str  # store snapshot id of the rows read
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    output: Path
+    metadata: dict[str, Any]
+    figures: dict[str, Any]
+
+
+def gather(corrections: Sequence[Correction], classes: int) -> CorrectionData:
+    """Split corrections into training and held-out inputs (every VALIDATION_EVERY-th id is held out)."""
+    import hashlib
+
+    parts: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
+    used = misaligned = none_skipped = 0
+    for correction in corrections:
+        labels = correction.digit_labels
+        if labels is None or correction.inputs is None:
+            misaligned += 1
+            continue
+        if NOT_A_DIGIT in labels and classes <= NOT_A_DIGIT:
+            none_skipped += 1
+            continue
+        if not labels:
+            continue  # "none" on an image with no ink at all: nothing the model saw
+        used += 1
+        images, targets = parts[is_held_out(correction.id)]
+        images.extend(correction.inputs)
+        targets.extend(labels)
+    digest = hashlib.sha256("\n".join(f"{c.id}:{c.image_sha256}:{c.label}" for c in corrections).encode())
+    snapshot = f"{len(corrections)}-{corrections[-1].id if corrections else 0}-{digest.hexdigest()[:12]}"
+
+    def stack(held_out: bool) -> tuple[np.ndarray, np.ndarray]:
+        images, targets = parts[held_out]
+        return np.array(images, np.uint8).reshape(-1, 28, 28), np.array(targets, np.int64)
+
+    (train_x, train_y), (held_x, held_y) = stack(False), stack(True)
+    return CorrectionData(train_x, train_y, held_x, held_y, used, misaligned, none_skipped, snapshot)
+
+
+def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
+    """Share of `images` (N, 28, 28) uint8 whose arg-max class (over all outputs) is the label."""
+    if len(labels) == 0:
+        return float("nan")
+    probabilities = model.predict(to_model_input(images), batch_size=512, verbose=0)  # (N, classes)
+    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
+def synthetic_negatives(count: int, seed: int) -> np.ndarray:
+    """(count, 28, 28) uint8 non-digits, as the pipeline renders them (for 11-output models)."""
+    from digitrec.negatives import Source, font_files, negative_crops
+
+    crops, _ = negative_crops(count, np.random.default_rng(seed), Source(font_files(held_out=False), (0, 2, 3)))
+    return np.clip(np.rint(crops * 255), 0, 255).astype(np.uint8)
+
+
+def epoch_mix(data: CorrectionData, replay: tuple[np.ndarray, np.ndarray], config: FinetuneConfig,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """One epoch's training set: corrections repeated to ~`correction_share`, plus `replay` MNIST images."""
+    replay_images, replay_labels = replay
+    n = len(data.train_labels)
+    share = config.correction_share
+    repeats = max(1, min(config.max_oversample, round(share / (1 - share) * config.replay / max(n, 1))))
+    pick = rng.choice(len(replay_labels), size=min(config.replay, len(replay_labels)), replace=False)
+    images = np.concatenate([np.tile(data.train_images, (repeats, 1, 1)), replay_images[pick]])  # (M, 28, 28)
+    labels = np.concatenate([np.tile(data.train_labels, repeats), replay_labels[pick]])
+    order = rng.permutation(len(labels))
+    return images[order], labels[order], repeats
+
+
+def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = FinetuneConfig(), *,
+             base: str | Path | None = None, base_version: str | None = None, command: str = "",
+             callbacks: Sequence[keras.callbacks.Callback] = (),
+             on_stage: Callable[[str, int], None] = lambda stage, steps: None) -> FinetuneResult:
+    """Fine-tune `base` (a bundle, .keras or .h5; None: the bundled model) on `store`'s corrections and
+    write the bundle `output`, or raise GateRefused (writing nothing) / FinetuneError (nothing to do).
+
+    `on_stage(stage, steps)` is told each stage as it starts (`steps`: training steps for "training", else 0).
+    """
+    started = time.perf_counter()
+    train_config = config.train.resolved()
+    source = resolve_model(base)
+    if source.keras_path is None:
+        raise FinetuneError(f"{source.description}: fine-tuning needs the Keras model (model.keras), not only"
+                            " a .tflite")
+    # 1. the corrections, split by id
+    on_stage("reading corrections", 0)
+    corrections = list(store.iter_all())
+    if not corrections:
+        raise FinetuneError(f"no corrections in {store.description}: add some with `digitrec feedback add`"
+                            " or the page's 'wrong?' button")
+    model = load_keras_model(source.keras_path)
+    classes = int(model.output_shape[-1])
+    data = gather(corrections, classes)
+    if len(data.train_labels) < config.min_train or len(data.held_out_labels) < config.min_held_out:
+        raise FinetuneError(
+            f"too few corrections to fine-tune and validate: {len(data.train_labels)} inputs to train on (need"
+            f" {config.min_train}) and {len(data.held_out_labels)} held out (need {config.min_held_out};"
+            f" every {VALIDATION_EVERY}th correction by id is held out) from {len(corrections)} corrections"
+            + (f"; {data.skipped_none} 'none' corrections skipped: this model has no not-a-digit output"
+               if data.skipped_none else ""))
+    # 2. MNIST: replay from the training split (never its validation part), the gate on the test split
+    on_stage("loading MNIST", 0)
+    full_train = load_split("train", train_config.data)
+    replay_split, _ = split_validation(full_train, VALIDATION_SIZE, train_config.limit)
+    replay_images, replay_labels = replay_split.images, replay_split.labels.astype(np.int64)
+    if classes > NOT_A_DIGIT and config.negative_replay:
+        on_stage("drawing non-digits to replay", 0)
+        negatives = synthetic_negatives(config.negative_replay, train_config.seed)
+        replay_images = np.concatenate([replay_images, negatives])
+        replay_labels = np.concatenate([replay_labels, np.full(len(negatives), NOT_A_DIGIT)])
+    test = load_split("test", train_config.data)
+    test_images, test_labels = test.images[: config.test_limit], test.labels[: config.test_limit].astype(np.int64)
+    # 3. the base, measured as the tuned model will be
+    on_stage("measuring the base model", 0)
+    before = {"mnist_test": accuracy(model, test_images, test_labels),
+              "held_out": accuracy(model, data.held_out_images, data.held_out_labels)}
+    # 4. train
+    keras.utils.set_random_seed(train_config.seed)
+    rng = np.random.default_rng(train_config.seed)
+    assert train_config.epochs is not None and train_config.batch_size is not None
+    epochs = [epoch_mix(data, (replay_images, replay_labels), config, rng) for _ in range(train_config.epochs)]
+    steps = math.ceil(len(epochs[0][1]) / train_config.batch_size)
+    if config.freeze_batch_norm:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    trainable = (wrap_for_training(model, train_config.augmentation, train_config.seed)
+                 if train_config.augment else model)
+    trainable.compile(optimizer=make_optimizer(train_config, steps), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=False if keras.backend.backend() == "tensorflow" else "auto")
+    on_stage("training", steps * len(epochs))
+    history: dict[str, list[float]] = {}
+    for epoch, (images, labels, _) in enumerate(epochs):
+        fitted = trainable.fit(to_model_input(images), labels, batch_size=train_config.batch_size,
+                               epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=list(callbacks))
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+    # 5. the gate
+    on_stage("measuring the fine-tuned model", 0)
+    after = {"mnist_test": accuracy(model, test_images, test_labels),
+             "held_out": accuracy(model, data.held_out_images, data.held_out_labels)}
+    figures = {
+        "mnist_test_before": before["mnist_test"], "mnist_test_after": after["mnist_test"],
+        "mnist_test_n": len(test_labels),
+        "mnist_drop_points": round(100 * (before["mnist_test"] - after["mnist_test"]), 4),
+        "held_out_before": before["held_out"], "held_out_after": after["held_out"],
+        "held_out_n": len(data.held_out_labels), "train_inputs": len(data.train_labels),
+        "oversample": epochs[0][2], "corrections": data.corrections,
+        "skipped_misaligned": data.skipped_misaligned, "skipped_none": data.skipped_none,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    problems = []
+    if before["mnist_test"] - after["mnist_test"] > config.max_mnist_drop + 1e-9:
+        problems.append(f"MNIST test accuracy fell {figures['mnist_drop_points']:.2f} points"
+                        f" ({before['mnist_test']:.4f} -> {after['mnist_test']:.4f}; at most"
+                        f" {100 * config.max_mnist_drop:.2f} allowed)")
+    if after["held_out"] < before["held_out"]:
+        problems.append(f"held-out corrections got worse ({before['held_out']:.4f} -> {after['held_out']:.4f},"
+                        f" {len(data.held_out_labels)} inputs)")
+    if problems:
+        raise GateRefused("gate refused the fine-tuned model: " + "; ".join(problems) + "; nothing written",
+                          figures)
+    # 6. the bundle: the base's metadata, updated, with its lineage
+    on_stage("writing the bundle", 0)
+    metadata = describe(source.metadata, train_config, config, figures, data, command, history,
+                        base=source.description, base_version=base_version, store=store.description)
+    write_bundle(model, Path(output), metadata, to_model_input(test.images[:AGREEMENT_IMAGES]))
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    return FinetuneResult(Path(output), metadata, figures)
+
+
+def describe(base_metadata: dict[str, Any], train_config: TrainConfig, config: FinetuneConfig,
+             figures: dict[str, Any], data: CorrectionData, command: str, history: dict[str, list[float]], *,
+             base: str, base_version: str | None, store: str) -> dict[str, Any]:
+    """model.json of the fine-tuned bundle: the base's description with the new figures and the lineage."""
+    from digitrec.train import _jsonable
+
+    metadata = {key: value for key, value in base_metadata.items()
+                if key not in ("keras_test_accuracy", "litert_max_probability_difference", "members",
+                               "per_class_accuracy")}
+    metadata.update({
+        "command": command,
+        "test_accuracy": figures["mnist_test_after"],
+        "test_n": figures["mnist_test_n"],
+        "history": history,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "lineage": {
+            "base": base, "base_version": base_version, "base_test_accuracy": figures["mnist_test_before"],
+            "corrections": data.corrections, "train_inputs": figures["train_inputs"],
+            "held_out_inputs": figures["held_out_n"], "store": store, "store_snapshot": data.snapshot,
+        },
+        "finetune": {"figures": figures,
+                     "config": _jsonable(dataclasses.asdict(dataclasses.replace(config, train=train_config)))},
+        "mnist_md5": base_metadata.get("mnist_md5"),
+    })
+    return metadata
+
+
+def default_config(epochs: int | None = None, limit: int | None = None, data: DataConfig | None = None,
+                   seed: int = 0, test_limit: int | None = None, learning_rate: float | None = None,
+                   replay: int | None = None) -> FinetuneConfig:
+    """The default run with the CLI's overrides."""
+    base = FinetuneConfig()
+    train = dataclasses.replace(base.train, limit=limit, seed=seed, data=data or DataConfig(),
+                                epochs=epochs if epochs is not None else base.train.epochs,
+                                learning_rate=learning_rate if learning_rate is not None else base.train.learning_rate)
+    return dataclasses.replace(base, train=train, test_limit=test_limit,
+                               replay=replay if replay is not None else base.replay)
