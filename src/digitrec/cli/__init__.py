@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from digitrec import __version__
-from digitrec.cli import evaluate, export, feedback, models, predict, serve, train
+from digitrec.cli import evaluate, export, feedback, finetune, models, predict, serve, train
 from digitrec.extras import missing_extra
 
-COMMANDS = (train, evaluate, predict, serve, export, feedback, models)
+COMMANDS = (train, evaluate, predict, serve, export, feedback, models, finetune)
 
 
 class UserError(Exception):
