@@ -45,7 +45,7 @@ def check_agreement(model: keras.Model, tflite_path: Path, images: np.ndarray) -
     """
     keras_probabilities = np.asarray(model.predict(images, batch_size=256, verbose=0))
     litert = LiteRTClassifier(ModelSource(None, Path(tflite_path)))
-    litert_probabilities = litert.predict_proba(images)
+    litert_probabilities = litert.predict_raw(images)  # the raw outputs: 11 wide for a model with a reject output
     difference = float(np.max(np.abs(keras_probabilities - litert_probabilities))) if len(images) else 0.0
     disagreements = int(np.sum(keras_probabilities.argmax(1) != litert_probabilities.argmax(1)))
     log.info("LiteRT vs Keras on %d images: max |dp| = %.2g, %d disagreements", len(images), difference,
@@ -65,12 +65,12 @@ def complete_bundle(folder: Path, test_images: np.ndarray, test_labels: np.ndarr
     kept as `keras_test_accuracy`), so the number in model.json is the number `evaluate` reproduces.
     """
     from digitrec.atomic import atomic_directory
-    from digitrec.bundle import KERAS_FILE, TFLITE_FILE, read_metadata, write_metadata
+    from digitrec.bundle import KERAS_FILE, TFLITE_FILE, check_model_file, read_metadata, write_metadata
     from digitrec.evaluate import compute_metrics
     from digitrec.runtime import load_keras_model
 
     folder = Path(folder)
-    model = load_keras_model(folder / KERAS_FILE)
+    model = load_keras_model(check_model_file(folder / KERAS_FILE))  # a FIFO would hang Keras's reader
     metadata = read_metadata(folder)
     with atomic_directory(folder) as staging:
         for item in folder.iterdir():
