@@ -155,20 +155,28 @@ def test_drop_and_paste_an_image(page_factory: Callable[..., Any], digit_png: Ca
     assert wait_for_answer(page) == "8"
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize(
-    ("name", "width", "height", "scheme", "mobile"),
-    [("desktop-light", 1280, 900, "light", False), ("desktop-dark", 1280, 900, "dark", False),
-     ("phone-light", 390, 844, "light", True), ("phone-dark", 390, 844, "dark", True)],
+    ("name", "width", "height", "mobile"),
+    [("laptop", 1366, 768, False), ("phone", 390, 844, True), ("phone-landscape", 844, 390, True),
+     ("small-phone", 320, 568, True)],
 )
 def test_layout_screenshots(page_factory: Callable[..., Any], number_png: Callable[[str], bytes],
                             name: str, width: int, height: int, scheme: str, mobile: bool) -> None:
-    """Every layout answers without overflowing sideways; screenshots go to test-artifacts/screenshots/."""
+    """Every layout answers without overflowing sideways, with the whole canvas on the first screen;
+    screenshots go to test-artifacts/screenshots/."""
+    name = f"{name}-{scheme}"
     page = page_factory(width=width, height=height, color_scheme=scheme, mobile=mobile)
+    stage = page.locator("#stage").bounding_box()
+    assert stage["y"] + stage["height"] <= height
+    footer_before = page.locator("footer").bounding_box()["y"]
     draw(page, SEVEN)
     assert wait_for_answer(page) == "7"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(300)  # let the bars finish their transition
     page.screenshot(path=str(SCREENSHOTS / f"{name}-drawn.png"), full_page=True)
+    if not mobile:  # an answer does not push the footer down (space is kept for it)
+        assert page.locator("footer").bounding_box()["y"] == footer_before
     upload(page, number_png("315"), "number.png")
     assert wait_for_answer(page) == "315"
     page.wait_for_timeout(300)
