@@ -242,3 +242,34 @@ def test_accessibility_axe_finds_no_violations(page_factory: Callable[..., Any],
     assert 'img "Drawing area' in tree  # the canvas is announced with its label
     assert "Answer: 315" in tree
     assert "Choose File" not in tree
+
+
+def test_small_things(page_factory: Callable[..., Any]) -> None:
+    """Bars say "–" before anything is read; the timing line names what Auto chose; a digit drawn at the top
+    edge keeps its label off the ink; phones are not told to press Ctrl+V."""
+    page = page_factory()
+    assert set(page.locator("#bars .bar-value").all_text_contents()) == {"–"}
+    draw(page, [[(x, y - 70) for x, y in stroke] for stroke in SEVEN])  # the 7's top bar at y = 10
+    assert wait_for_answer(page) == "7"
+    assert "auto → digit" in page.text_content("#timing")
+    label, box = (page.locator(f"#boxes {kind}").bounding_box() for kind in ("text", "rect"))
+    overlap_x = min(label["x"] + label["width"], box["x"] + box["width"]) - max(label["x"], box["x"])
+    overlap_y = min(label["y"] + label["height"], box["y"] + box["height"]) - max(label["y"], box["y"])
+    assert overlap_x <= 1 or overlap_y <= 1, f"the label {label} sits on the digit {box}"
+    phone = page_factory(width=390, height=844, mobile=True)
+    assert not phone.is_visible(".paste-hint")
+    assert page.is_visible(".paste-hint")
+
+
+def test_mac_users_see_the_command_key(page_factory: Callable[..., Any]) -> None:
+    page = page_factory()
+    assert set(page.locator("kbd.mod").all_text_contents()) == {"Ctrl"}
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setUserAgentOverride", {
+        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 (KHTML, like Gecko)",
+        "platform": "MacIntel",
+        "userAgentMetadata": {"platform": "macOS", "platformVersion": "14.5", "architecture": "arm",
+                              "model": "", "mobile": False},
+    })
+    page.reload()
+    assert set(page.locator("kbd.mod").all_text_contents()) == {"⌘"}

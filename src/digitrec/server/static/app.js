@@ -272,7 +272,7 @@
 
   // --- Keyboard -------------------------------------------------------------------------------------------
 
-  const mac = /Mac|iPhone|iPad/.test(navigator.userAgentData ? navigator.userAgentData.platform : navigator.platform);
+  const mac = /mac|iphone|ipad/i.test(navigator.userAgentData ? navigator.userAgentData.platform : navigator.platform);
   if (mac) for (const key of document.querySelectorAll("kbd.mod")) key.textContent = "⌘";
 
   document.addEventListener("keydown", (event) => {
