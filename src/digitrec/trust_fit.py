@@ -51,12 +51,49 @@ def with_reject_output(base: keras.Model) -> keras.Model:
     return model
 
 
+def drop_unfair_negatives(synth: dict[str, Any], base: keras.Model) -> tuple[dict[str, Any], dict[str, int]]:
+    """Drop negatives whose label is doubtful (looked at, not guessed: see the README).
+
+    - blank paper: once the pipeline has read a paper edge or a shadow, its crop is often a bar or a
+      rectangle outline, a 1 or a 0 to anyone; the segmenter's job, not the model's;
+    - fragments the base model reads as a digit at >= 0.9: half a digit is often a whole one (the top of
+      a 7, the stem of a 4); the base model being sure is a fair sign it is one.
+    """
+    sources = synth["sources"]
+    drop = sources == "negative: blank paper"
+    fragments = np.flatnonzero(sources == "negative: fragment")
+    if fragments.size:
+        confidence = np.asarray(base.predict(synth["images"][fragments][..., None], 512, verbose=0)).max(1)
+        drop[fragments[confidence >= 0.9]] = True
+    counts = dict(Counter(str(s) for s in sources[drop]))
+    log.info("dropped doubtful negatives: %s", counts)
+    keep = ~drop
+    return {key: value[keep] for key, value in synth.items()}, counts
+
+
+def freeze_leading_blocks(model: keras.Model, blocks: int) -> list[str]:
+    """Freeze the first `blocks` conv blocks (conv, batch norm, ReLU): their stroke detectors are MNIST's
+    and stay so (batch norm frozen runs on its MNIST statistics), and training skips their gradients,
+    the costliest ones on a CPU (they run at full resolution)."""
+    frozen: list[str] = []
+    relus = 0
+    for layer in model.layers:
+        if relus >= blocks:
+            break
+        if layer.weights:
+            layer.trainable = False
+            frozen.append(layer.name)
+        relus += isinstance(layer, keras.layers.ReLU)
+    return frozen
+
+
 class KeepBest(keras.callbacks.Callback):
     """Remember the weights of the epoch with the lowest validation loss."""
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, save_to: Path | None = None) -> None:
         super().__init__()
         self.inference = model
+        self.save_to = save_to  # the best weights also go to disk, so a run cut short still yields a model
         self.best_loss, self.best_epoch, self.best_weights = np.inf, -1, model.get_weights()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -64,6 +101,8 @@ class KeepBest(keras.callbacks.Callback):
         log.info("epoch %d: %s", epoch + 1, {k: round(float(v), 5) for k, v in (logs or {}).items()})
         if loss < self.best_loss:
             self.best_loss, self.best_epoch, self.best_weights = loss, epoch, self.inference.get_weights()
+            if self.save_to is not None:
+                self.inference.save_weights(self.save_to)
 
 
 def not_digit_threshold(scores: np.ndarray, is_digit: np.ndarray) -> dict[str, float]:
@@ -85,6 +124,9 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
     keras.utils.set_random_seed(args.seed)
     from digitrec.trust_train import mnist_splits
 
+    base = keras.models.load_model(args.base / KERAS_FILE, compile=False)
+    train_synth, dropped = drop_unfair_negatives(train_synth, base)
+    val_synth, _ = drop_unfair_negatives(val_synth, base)
     mnist_train, mnist_val = mnist_splits()
     if args.limit:
         mnist_train = type(mnist_train)(mnist_train.images[: args.limit], mnist_train.labels[: args.limit])
@@ -95,20 +137,26 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
     log.info("training on %d crops (%d MNIST), validating on %d", len(y_train), len(mnist_train.labels), len(y_val))
 
     base_metadata = read_metadata(args.base)
-    base = keras.models.load_model(args.base / KERAS_FILE, compile=False)
     model = with_reject_output(base)
+    frozen = freeze_leading_blocks(model, args.freeze)
     augmentation = AugmentConfig()
     trainable = wrap_for_training(model, augmentation, args.seed)
     steps = args.epochs * -(-len(y_train) // 128)
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.05)
     trainable.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=False)
-    keep = KeepBest(model)
+    keep = KeepBest(model, args.cache / "best.weights.h5")
     fit_started = time.perf_counter()
-    history = trainable.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=128, epochs=args.epochs,
-                            shuffle=True, verbose=0, callbacks=[keep])
+    if args.from_weights is not None:  # a run cut short: finish from its best epoch's weights
+        model.load_weights(args.from_weights)
+        keep.best_epoch = args.from_epoch - 1
+        history_values: dict[str, list[float]] = {}
+    else:
+        history = trainable.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=128,
+                                epochs=args.epochs, shuffle=True, verbose=0, callbacks=[keep])
+        model.set_weights(keep.best_weights)
+        history_values = history.history
     fit_seconds = time.perf_counter() - fit_started
-    model.set_weights(keep.best_weights)
 
     # Calibration: one temperature for all 11 outputs, fitted on the validation crops.
     val_outputs = np.asarray(model.predict(x_val, batch_size=512, verbose=0))  # (N, 11)
@@ -161,6 +209,9 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
             "epochs": args.epochs, "kept_epoch": keep.best_epoch + 1, "learning_rate": args.learning_rate,
             "schedule": "cosine decay to 5%", "batch_size": 128, "optimizer": "Adam", "seed": args.seed,
             "augmentation": {k: getattr(augmentation, k) for k in augmentation.__dataclass_fields__},
+            "frozen_layers": frozen,
+            "dropped_negatives": {**dropped, "why": "blank-paper crops are bars/rectangles (a 1 or a 0); fragments"
+                                                   " the base model read at >= 0.9 are often whole digits"},
             "head": f"the base's 10-unit softmax copied into an 11-unit one; new row zero weights, bias {NEW_ROW_BIAS}",
             "data": {"mnist_train": len(mnist_train.labels), "synthetic": dict(sorted(counts.items())),
                      "validation": len(y_val)},
@@ -176,7 +227,7 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
         "keras_test_accuracy": metrics.accuracy,
         "test_n": metrics.n,
         "per_class_accuracy": metrics.per_class_recall,
-        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "history": {k: [float(v) for v in values] for k, values in history_values.items()},
         "training_seconds": round(time.perf_counter() - started, 1),
         "versions": {"digitrec": __version__, "keras": keras.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},

@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--workers", type=int, default=2, help="processes generating data (default: 2)")
     parser.add_argument("--data-only", action="store_true", help="make the synthetic data, then stop")
+    parser.add_argument("--freeze", type=int, default=3, help="leading conv blocks left frozen (default: 3)")
+    parser.add_argument("--from-weights", type=Path, default=None,
+                        help="skip fitting: load these 11-output weights (a run cut short) and finish")
+    parser.add_argument("--from-epoch", type=int, default=0, help="the epoch --from-weights came from")
     parser.add_argument("--limit", type=int, default=None, help="use only N MNIST training images (smoke runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
