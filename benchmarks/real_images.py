@@ -210,18 +210,23 @@ class KerasDirect:
 
     def __init__(self, path: Path) -> None:
         from digitrec.bundle import resolve_model
-        from digitrec.runtime import load_keras_model
+        from digitrec.runtime import load_keras_model, temperature_of
 
         self.source = resolve_model(path)
         self.model = load_keras_model(path)
+        self.temperature = temperature_of(self.source)
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        from digitrec.runtime import as_model_batch
+    def predict_scores(self, images: np.ndarray):
+        """Scores as the runtime makes them (10- or 11-output model, calibration temperature applied)."""
+        from digitrec.runtime import as_model_batch, scores_from_outputs
 
         batch = as_model_batch(images)
-        if len(batch) == 0:
-            return np.zeros((0, 10), np.float32)
-        return np.asarray(self.model(batch, training=False), np.float32)
+        width = int(self.model.output_shape[-1])
+        outputs = np.asarray(self.model(batch, training=False), np.float32) if len(batch) else np.zeros((0, width))
+        return scores_from_outputs(outputs, self.temperature)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_scores(images).probabilities  # (N, 10)
 
 
 def load_model(path: Path):
