@@ -1,0 +1,102 @@
+"""digitrec finetune: learns planted corrections behind the gate, refuses a damaging run, says when there is
+too little to learn from. The bundled model, small MNIST slices (--limit, --test-limit, --replay)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec.cli import main
+from digitrec.data import DataConfig, load_split
+from digitrec.registry import Registry
+from digitrec.runtime import load_classifier
+from digitrec.store import NewCorrection, is_held_out, open_store
+
+
+def boxed(images: np.ndarray) -> np.ndarray:
+    """A writer who draws every digit inside a box (as on a form): the bundled model misreads ~1 in 10."""
+    out = images.copy()  # (N, 28, 28) uint8
+    out[:, 1, 1:27] = out[:, 26, 1:27] = 255
+    out[:, 1:27, 1] = out[:, 1:27, 26] = 255
+    return out
+
+
+def plant(store_path: Path, images: np.ndarray, labels: list[str]) -> None:
+    with open_store(str(store_path)) as store:
+        for image, label in zip(images, labels, strict=True):
+            inputs = image[None]  # (1, 28, 28): one crop per correction
+            store.add(NewCorrection(label=label, source="cli", image=b"planted", image_size=7,
+                                    image_sha256="0" * 64, image_reduced=False, inputs=inputs, answer={}))
+
+
+@pytest.fixture(scope="module")
+def mnist_tail(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST training images the --limit runs never replay (the last 2,000 of the file)."""
+    train = load_split("train", DataConfig(data_dir=mnist_dir))
+    return train.images[-2000:], train.labels[-2000:]
+
+
+def run_finetune(tmp_path: Path, mnist_dir: Path, *extra: str) -> int:
+    return main(["finetune", "--store", str(tmp_path / "store.db"), "--models-dir", str(tmp_path / "models"),
+                 "--output", str(tmp_path / "tuned"), "--data-dir", str(mnist_dir), "--limit", "3000",
+                 "--test-limit", "1000", "--replay", "600", "--json", *extra])
+
+
+def test_finetune_learns_planted_corrections_and_promotes(tmp_path: Path, mnist_dir: Path, mnist_tail,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = mnist_tail
+    plant(tmp_path / "store.db", boxed(images[:250]), [str(label) for label in labels[:250]])
+    plant(tmp_path / "store.db", images[250:253], ["none"] * 3)  # this base has no not-a-digit output
+    assert run_finetune(tmp_path, mnist_dir, "--epochs", "2", "--promote") == 0
+    out = capsys.readouterr().out
+    figures = json.loads(out[out.index("{"): out.rindex("}") + 1])
+    assert figures["held_out_n"] == 50 and figures["train_inputs"] == 200  # every 5th id held out
+    assert figures["skipped_none"] == 3
+    assert figures["held_out_after"] > figures["held_out_before"]
+    assert figures["mnist_drop_points"] <= 0.10
+    # a normal bundle with its lineage, served by LiteRT, and now the active version
+    metadata = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    lineage = metadata["lineage"]
+    assert lineage["corrections"] == 250 and lineage["base_version"] is None
+    assert lineage["store_snapshot"].startswith("253-253-")
+    assert metadata["test_accuracy"] == figures["mnist_test_after"]
+    held_out = np.array([i for i in range(250) if is_held_out(i + 1)])  # ids start at 1
+    test_boxes = boxed(images[held_out]).astype(np.float32) / 255
+    base_hits = np.mean(load_classifier(None).predict_proba(test_boxes).argmax(1) == labels[held_out])
+    tuned_hits = np.mean(load_classifier(tmp_path / "tuned").predict_proba(test_boxes).argmax(1) == labels[held_out])
+    assert tuned_hits > base_hits
+    assert Registry(tmp_path / "models").pointer().version == "v1"
+
+
+def test_the_gate_refuses_a_damaging_finetune(tmp_path: Path, mnist_dir: Path, mnist_tail,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = mnist_tail
+    # A "writer" whose labels are all off by one: learning them must wreck MNIST.
+    plant(tmp_path / "store.db", images[:150], [str((label + 1) % 10) for label in labels[:150]])
+    code = run_finetune(tmp_path, mnist_dir, "--epochs", "2", "--learning-rate", "3e-3", "--promote")
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "gate refused" in captured.err and "MNIST test accuracy fell" in captured.err
+    figures = json.loads(captured.out[captured.out.index("{"): captured.out.rindex("}") + 1])
+    assert figures["mnist_drop_points"] > 0.10
+    assert not (tmp_path / "tuned").exists()  # nothing written
+    assert Registry(tmp_path / "models").versions() == []  # nothing promoted
+
+
+def test_no_corrections_is_said(tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    open_store(str(tmp_path / "store.db")).close()
+    assert run_finetune(tmp_path, mnist_dir) == 1
+    assert "no corrections" in capsys.readouterr().err
+
+
+def test_too_few_corrections_is_said(tmp_path: Path, mnist_dir: Path, mnist_tail,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = mnist_tail
+    plant(tmp_path / "store.db", images[:12], [str(label) for label in labels[:12]])
+    assert run_finetune(tmp_path, mnist_dir) == 1
+    error = capsys.readouterr().err
+    assert "too few corrections" in error and "2 held out (need 5" in error
+    assert not (tmp_path / "tuned").exists()
