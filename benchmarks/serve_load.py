@@ -8,6 +8,12 @@ sending multipart uploads as a browser does, until a fixed number of requests is
     .venv/bin/python benchmarks/serve_load.py                       # the bundled model
     .venv/bin/python benchmarks/serve_load.py --model runs/seed/model.tflite \\
         --keras-model ../shared/seed/mnist_cnn_model.h5 --workers 1
+    # an older server's code (e.g. `git archive <commit> src | tar -x -C /tmp/old`) against this one's:
+    .venv/bin/python benchmarks/serve_load.py --skip-keras --compare-src /tmp/old/src
+
+Besides latency and throughput, each scenario reports the server's CPU per request from /proc, for the event
+loop's thread (HTTP, routing, validation, JSON) and for the rest (decoding and recognising): unlike req/s,
+these hardly move when other jobs share the CPU.
 """
 
 from __future__ import annotations
@@ -85,9 +91,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(command: list[str], port: int, first_request: bytes) -> tuple[subprocess.Popen[bytes], float]:
+def start_server(command: list[str], port: int, first_request: bytes,
+                 pythonpath: str | None = None) -> tuple[subprocess.Popen[bytes], float]:
     """Start a server; return it and the seconds from launch to its first correct answer (cold start)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     while time.perf_counter() - started < 120:
@@ -120,6 +129,23 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
 
 def content_length(head: bytes) -> int:
     return int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+
+
+def thread_cpu_s(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) CPU seconds of a process so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = rest = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if task.name == str(pid):
+            main += seconds
+        else:
+            rest += seconds
+    return main, rest
 
 
 def server_rss_mb(pid: int) -> tuple[float, float]:
@@ -192,13 +218,14 @@ async def load(port: int, request: bytes, requests: int, clients: int) -> LoadRe
 
 
 def run_server_scenarios(name: str, command: list[str], port: int, images: dict[str, tuple[bytes, str, str]],
-                         scenarios: list[tuple[str, str, int, int]]) -> dict[str, object]:
+                         scenarios: list[tuple[str, str, int, int]],
+                         pythonpath: str | None = None) -> dict[str, object]:
     requests = {key: multipart_request(port, *value) for key, value in images.items()}
     # Cold start: the median of three launches (the first after a build also pays for .pyc files and a cold
     # page cache); the last launch stays up for the load.
     cold_starts = []
     for attempt in range(3):
-        process, seconds = start_server(command, port, requests["small"])
+        process, seconds = start_server(command, port, requests["small"], pythonpath)
         cold_starts.append(seconds)
         if attempt < 2:
             process.terminate()
@@ -210,13 +237,20 @@ def run_server_scenarios(name: str, command: list[str], port: int, images: dict[
         report["rss_idle_mb"] = round(rss_idle, 1)
         for label, image, count, clients in scenarios:
             asyncio.run(load(port, requests[image], max(count // 20, clients), clients))  # warm up
+            main_before, rest_before = thread_cpu_s(process.pid)
             result = asyncio.run(load(port, requests[image], count, clients))
-            report[label] = {"requests": count, "clients": clients, "p50_ms": round(result.percentile(50), 2),
+            main_after, rest_after = thread_cpu_s(process.pid)
+            served = max(1, len(result.latencies_ms))
+            report[label] = {"loop_cpu_ms": round((main_after - main_before) * 1000 / served, 3),
+                             "work_cpu_ms": round((rest_after - rest_before) * 1000 / served, 3),
+                             "load_average": os.getloadavg()[0],
+                             "requests": count, "clients": clients, "p50_ms": round(result.percentile(50), 2),
                              "p99_ms": round(result.percentile(99), 2), "rps": round(result.rps, 1),
                              "errors": result.errors, "answers": sorted(result.answers)}
             print(f"  {name:7s} {label:9s} {count:5d} req, {clients:2d} clients: p50 {result.percentile(50):7.2f} ms"
                   f"  p99 {result.percentile(99):7.2f} ms  {result.rps:7.1f} req/s  errors {result.errors}"
-                  f"  answers {sorted(result.answers)}", flush=True)
+                  f"  CPU/req loop {report[label]['loop_cpu_ms']:.2f} + work {report[label]['work_cpu_ms']:.2f} ms"
+                  f"  answers {sorted(result.answers)}  (load {os.getloadavg()[0]:.1f})", flush=True)
         report["rss_mb"], report["rss_peak_mb"] = (round(value, 1) for value in server_rss_mb(process.pid))
     finally:
         process.terminate()
@@ -254,6 +288,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1)")
     parser.add_argument("--skip-keras", action="store_true", help="skip the Keras baseline (default: run it)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here (default: no)")
+    parser.add_argument("--compare-src", default=None, metavar="DIR",
+                        help="also run the same scenarios on the server whose code is in DIR (its `src`), right"
+                             " after this one, and print the ratios (default: no)")
     parser.add_argument("--serve-keras-on-port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_keras_on_port is not None:
@@ -276,6 +313,17 @@ def main() -> int:
                "--workers", str(args.workers)] + (["--model", args.model] if args.model else [])
     litert = run_server_scenarios("litert", command, port, images, scenarios)
     reports = [litert]
+    if args.compare_src:
+        port = free_port()
+        command[command.index("--port") + 1] = str(port)
+        other = run_server_scenarios("other", command, port, images, scenarios, pythonpath=args.compare_src)
+        print(f"\nthis server vs {args.compare_src} (run right after it):")
+        for label, *_ in scenarios:
+            new, old = litert[label], other[label]  # type: ignore[index]
+            print(f"  {label:9s} {old['rps']:7.1f} -> {new['rps']:7.1f} req/s ({new['rps'] / old['rps']:4.2f}x);"
+                  f" p50 {old['p50_ms']:7.2f} -> {new['p50_ms']:7.2f} ms; CPU/req on the event loop"
+                  f" {old['loop_cpu_ms']:.2f} -> {new['loop_cpu_ms']:.2f} ms, in workers {old['work_cpu_ms']:.2f} ->"
+                  f" {new['work_cpu_ms']:.2f} ms")
     if not args.skip_keras:
         keras_model = args.keras_model or args.model
         if keras_model is None:

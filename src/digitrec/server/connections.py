@@ -92,7 +92,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             self._guard: asyncio.TimerHandle | None = None
             self._guard_closed = False
             self._lingering = False
-            self._header_bytes = 0
+            self._header_bytes = self._parsed_header_bytes = 0
             super().connection_made(transport)
             if not table.opened(self):
                 self.close_guarded()
@@ -110,16 +110,32 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             if self._lingering:
                 return  # the rest of a body already answered: dropped
             in_request = self._in_request()
-            if not in_request:
-                self._header_bytes += len(data)
-                if self._header_bytes > max_header_bytes + 65_536:  # far past it: h11/httptools never said no
-                    self.close_guarded()
-                    return
             super().data_received(data)
-            if not in_request and self._in_request():  # this data completed a request's headers
-                self._header_bytes = 0
+            if in_request or self.transport.is_closing():
+                return
+            if self._in_request():  # this data completed a request's headers (and may hold body too)
+                self._header_bytes = self._parsed_header_bytes = 0
                 table.idle.pop(self, None)
                 self._arm(request_timeout)
+                return
+            self._header_bytes += len(data)
+            if self._header_bytes > max_header_bytes:  # h11 refuses this itself; httptools has no limit
+                self.close_guarded()
+
+        # httptools parses a whole read at once, headers and all, with no size limit of its own: count them
+        # as they are parsed (h11 has its own limit). An exception here is a parser error: uvicorn answers 400.
+        def on_url(self, url: bytes) -> None:
+            self._count_header_bytes(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_header_bytes(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count_header_bytes(self, size: int) -> None:
+            self._parsed_header_bytes += size
+            if self._parsed_header_bytes > max_header_bytes:
+                raise ValueError(f"request headers over {max_header_bytes} bytes")
 
         def on_response_complete(self) -> None:
             unread_body = self.cycle is not None and self.cycle.more_body
