@@ -90,13 +90,15 @@ class Registry:
         """Every complete version, oldest first (staging folders of an interrupted add are not versions)."""
         if not self.versions_dir.is_dir():
             return []
+        # A version folder claimed by an add that was killed before its files moved in is empty: not a version.
         found = [Version(path.name, path, read_metadata(path)) for path in self.versions_dir.iterdir()
-                 if VERSION_PATTERN.fullmatch(path.name) and path.is_dir()]
+                 if VERSION_PATTERN.fullmatch(path.name) and path.is_dir()
+                 and ((path / TFLITE_FILE).is_file() or (path / KERAS_FILE).is_file())]
         return sorted(found, key=lambda version: version.number)
 
     def get(self, name: str) -> Version:
         path = self.versions_dir / name
-        if not VERSION_PATTERN.fullmatch(name) or not path.is_dir():
+        if not VERSION_PATTERN.fullmatch(name) or not path.is_dir() or not any(path.iterdir()):
             known = ", ".join(version.name for version in self.versions()) or "none yet"
             raise RegistryError(f"no model version {name!r} in {self.root} (versions: {known})")
         return Version(name, path, read_metadata(path))
@@ -138,7 +140,8 @@ class Registry:
             raise OutputError(f"cannot add {source} to {self.versions_dir}: {error.strerror or error}") from error
         try:
             while True:
-                number = max((version.number for version in self.versions()), default=0) + 1
+                claimed = [int(m.group(1)) for m in map(VERSION_PATTERN.fullmatch, os.listdir(self.versions_dir)) if m]
+                number = max(claimed, default=0) + 1
                 target = self.versions_dir / f"v{number}"
                 try:
                     # mkdir is the claim: a concurrent add that picked the same number fails here, not later.
