@@ -231,6 +231,24 @@
     return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
   }
 
+  // Width x height from a PNG or JPEG header, without decoding (0 when unknown): a 48 MP photo of a page
+  // can be a small file, and the server would refuse it (413) only after the whole upload.
+  async function headerPixels(file) {
+    const bytes = new Uint8Array(await file.slice(0, 262144).arrayBuffer());
+    const view = new DataView(bytes.buffer);
+    if (bytes.length > 24 && bytes[0] === 0x89 && bytes[1] === 0x50) return view.getUint32(16) * view.getUint32(20);
+    if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return 0;
+    for (let at = 2; at + 9 < bytes.length && bytes[at] === 0xff;) {
+      const marker = bytes[at + 1];
+      // SOF0-SOF15 carry the frame size; C4 (Huffman), C8 (reserved) and CC (arithmetic) are not frames.
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+        return view.getUint16(at + 5) * view.getUint16(at + 7);
+      }
+      at += 2 + view.getUint16(at + 2);
+    }
+    return 0;
+  }
+
   $("upload").addEventListener("click", () => fileInput.click());
   $("draw").addEventListener("click", clearAll);
   fileInput.addEventListener("change", () => {
@@ -320,7 +338,9 @@
     const form = new FormData();
     form.append("file", blob, name);
     const params = new URLSearchParams({ mode, images: "true" });
-    const response = await fetch(`/api/v1/predict?${params}`, { method: "POST", body: form });
+    const request = () => fetch(`/api/v1/predict?${params}`, { method: "POST", body: form });
+    // Once more on a network error: the server may close an idle keep-alive connection as the request leaves.
+    const response = await request().catch(request);
     const body = await response.json().catch(() => ({}));
     return { response, body };
   }
@@ -335,7 +355,9 @@
     let answer;
     let failure = null;
     try {
-      if (file && file.size > SHRINK_ABOVE_BYTES) blob = (await shrunk(file)) || file;
+      if (file && (file.size > SHRINK_ABOVE_BYTES || (await headerPixels(file)) > MAX_UPLOAD_PIXELS)) {
+        blob = (await shrunk(file)) || file;
+      }
       let { response, body } = await send(blob, file ? file.name : "drawing.png", mode);
       if (response.status === 413 && blob === file) {
         const smaller = await shrunk(file); // few bytes, many pixels: only the server could tell
