@@ -18,6 +18,28 @@ SEVEN: list[list[Point]] = [[(230, 80), (300, 80), (370, 80), (345, 150), (318, 
 ANSWERED = "#result[data-state=sure], #result[data-state=unsure], #result[data-state=none], #result[data-state=error]"
 
 
+# Digits as pen paths in a unit box (x right, y down): simple printed shapes.
+GLYPHS: dict[str, list[list[Point]]] = {
+    "0": [[(0.5, 0), (0.15, 0.2), (0.1, 0.5), (0.15, 0.8), (0.5, 1), (0.85, 0.8), (0.9, 0.5), (0.85, 0.2),
+           (0.5, 0)]],
+    "1": [[(0.35, 0.15), (0.55, 0), (0.55, 1)]],
+    "2": [[(0.1, 0.25), (0.3, 0.02), (0.7, 0.02), (0.9, 0.25), (0.85, 0.45), (0.1, 1), (0.95, 1)]],
+    "3": [[(0.1, 0.05), (0.85, 0.05), (0.45, 0.45), (0.85, 0.65), (0.8, 0.9), (0.5, 1), (0.1, 0.9)]],
+    "4": [[(0.65, 1), (0.65, 0), (0.05, 0.7), (0.95, 0.7)]],
+    "6": [[(0.8, 0.05), (0.4, 0.2), (0.15, 0.6), (0.25, 0.95), (0.6, 1), (0.85, 0.75), (0.6, 0.5), (0.2, 0.65)]],
+}
+
+
+def write(text: str, left: float, top: float, height: float, gap: float) -> list[list[Point]]:
+    """Strokes for `text` in canvas pixels: digits `height` tall, 0.6 as wide, `gap` apart."""
+    strokes = []
+    width = 0.6 * height
+    for index, char in enumerate(text):
+        x0 = left + index * (width + gap)
+        strokes += [[(x0 + x * width, top + y * height) for x, y in stroke] for stroke in GLYPHS[char]]
+    return strokes
+
+
 def draw(page: Any, strokes: Sequence[Sequence[Point]]) -> None:
     """Draw strokes with the mouse; points are in the canvas's own 600x360 pixels."""
     box = page.locator("#pad").bounding_box()

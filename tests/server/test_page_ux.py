@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from test_page_browser import SEVEN, draw, upload, wait_for_answer
+from test_page_browser import SEVEN, draw, upload, wait_for_answer, write
 
 pytestmark = pytest.mark.browser
 
@@ -274,3 +274,15 @@ def test_mac_users_see_the_command_key(page_factory: Callable[..., Any]) -> None
     })
     page.reload()
     assert set(page.locator("kbd.mod").all_text_contents()) == {"⌘"}
+
+
+def pen_width(page: Any) -> float:
+    return float(page.evaluate("() => document.querySelector('#pad').getContext('2d').lineWidth"))
+
+
+def test_a_number_written_small_with_normal_gaps_is_not_one_blob(page_factory: Callable[..., Any]) -> None:
+    """"2026" about 70 canvas px tall, gaps a quarter of that: the old 24 px pen made one blob of it."""
+    page = page_factory()
+    draw(page, write("2026", 170, 140, 70, 18))
+    assert wait_for_answer(page) == "2026"
+    assert pen_width(page) < 10  # the pen followed the writing's size
