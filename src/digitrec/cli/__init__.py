@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from digitrec import __version__
 from digitrec.cli import evaluate, export, feedback, finetune, models, predict, serve, train
+from digitrec.cli.terminal import printable
 from digitrec.extras import missing_extra
 
 COMMANDS = (train, evaluate, predict, serve, export, feedback, models, finetune)
@@ -59,5 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Library errors (DataError, BundleError, IdxError, OutputError...) are ValueError/OSError
         # subclasses with messages written for users.
         message = str(error).strip() or type(error).__name__
-        print(f"digitrec {args.command}: error: {message}", file=sys.stderr)
+        # Messages quote file names, which may hold terminal escape sequences: shown, not obeyed.
+        print(f"digitrec {args.command}: error: {printable(message, keep_newlines=True)}", file=sys.stderr)
         return 1
