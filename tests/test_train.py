@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -342,3 +343,29 @@ def test_resume_after_a_kill_inside_the_checkpoint_swap_continues_where_it_was(t
     assert epochs_run.epochs == [1]  # only the second epoch: the first was recovered, not redone
     assert result.metadata["members"][0]["epochs_run"] == 2
     assert len(result.metadata["history"]["loss"]) == 2
+
+
+def test_full_temporary_folder_during_litert_conversion_is_an_output_error(tmp_path: Path) -> None:
+    """The conversion writes a SavedModel to the temporary folder through TensorFlow ops, whose disk-full
+    error is a TensorFlow OpError: it must reach the CLI as an OutputError (one line), not a traceback."""
+    script = textwrap.dedent(f"""
+        import resource, signal
+        from pathlib import Path
+        from digitrec.atomic import OutputError
+        from digitrec.export import export_tflite
+        from digitrec.models import make_model
+        model = make_model("bn-strided-cnn-small")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+        try:
+            export_tflite(model, Path({str(tmp_path / "model.tflite")!r}))
+        except OutputError as error:
+            print(error)
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    message = result.stdout.strip()
+    assert message.startswith(f"cannot write {tmp_path / 'model.tflite'}: LiteRT conversion in ")
+    assert message.endswith("failed (File too large [Op:SaveV2])") and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitrec.atomic import atomic_write_bytes
+from digitrec.atomic import OutputError, atomic_write_bytes
 from digitrec.bundle import ModelSource
 from digitrec.runtime import LiteRTClassifier
 
@@ -34,7 +34,20 @@ def export_tflite(model: keras.Model, path: Path) -> None:
         tmp_path = Path(tmp) / "model.tflite"
         # A fixed (None, 28, 28, 1) signature keeps the batch dimension resizable at run time.
         signature = [keras.InputSpec(shape=(None, 28, 28, 1), dtype="float32")]
-        model.export(str(tmp_path), format="litert", verbose=False, input_signature=signature)
+        try:
+            model.export(str(tmp_path), format="litert", verbose=False, input_signature=signature)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: LiteRT conversion in {tmp} failed"
+                              f" ({error.strerror or error})") from error
+        except Exception as error:
+            # The conversion saves a SavedModel through TensorFlow ops first; a full temporary folder
+            # surfaces as a TensorFlow OpError ("...; File too large [Op:SaveV2]"), not an OSError.
+            import tensorflow as tf
+
+            if not isinstance(error, tf.errors.OpError):
+                raise
+            reason = str(error.message).rsplit(";", 1)[-1].strip()
+            raise OutputError(f"cannot write {path}: LiteRT conversion in {tmp} failed ({reason})") from error
         atomic_write_bytes(Path(path), tmp_path.read_bytes())
 
 
