@@ -149,10 +149,11 @@ def run_cli(argv: list[str]) -> int:
     (["--output", "/proc/digitrec-model"], "cannot write /proc"),
     (["--output", "/dev/null"], "cannot write /dev/null: it exists and is not a folder"),
     (["--output", "/"], "the output must name a folder"),
+    (["--learning-rte", "1e-3"], "digitrec: error: unrecognized arguments: --learning-rte 1e-3"),
 ], ids=["zero-epochs", "fractional-epochs", "zero-members", "nan-rate", "negative-rate", "zero-rate", "inf-rate",
         "word-rate", "negative-patience", "zero-batch", "negative-batch", "negative-seed", "huge-seed",
         "zero-limit", "empty-output", "empty-resume", "resume-nothing", "no-data", "unwritable-output",
-        "dev-null-output", "root-output"])
+        "dev-null-output", "root-output", "misspelt-flag"])
 def test_train_bad_arguments(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture,
                              mnist_dir: Path) -> None:
     """Each is one line and exit 1 at once: nothing is trained, no checkpoint folder is made."""

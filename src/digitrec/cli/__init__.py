@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from digitrec import __version__
 from digitrec.cli import evaluate, export, feedback, finetune, models, predict, serve, train
+from digitrec.cli.arguments import one_line_errors
 from digitrec.cli.terminal import printable
 from digitrec.extras import missing_extra
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers)
-    return parser
+    return one_line_errors(parser)  # unknown flags of any command are reported here: one line, exit 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
