@@ -141,11 +141,13 @@ def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> floa
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
 
-def synthetic_negatives(count: int, seed: int) -> np.ndarray:
-    """(count, 28, 28) uint8 non-digits, as the pipeline renders them (for 11-output models)."""
-    from digitrec.negatives import Source, font_files, negative_crops
+def synthetic_negatives(count: int, seed: int, digits: np.ndarray) -> np.ndarray:
+    """(count, 28, 28) uint8 non-digits, as the pipeline renders them (for 11-output models); `digits`
+    (N, 28, 28) uint8 MNIST images supply the digit fragments."""
+    from digitrec.negatives import HERSHEY_TRAIN, Source, font_files, negative_crops
 
-    crops, _ = negative_crops(count, np.random.default_rng(seed), Source(font_files(held_out=False), (0, 2, 3)))
+    source = Source(font_files(held_out=False), HERSHEY_TRAIN, digits.astype(np.float32) / 255.0)
+    crops, _ = negative_crops(count, np.random.default_rng(seed), source)
     return np.clip(np.rint(crops * 255), 0, 255).astype(np.uint8)
 
 
@@ -201,7 +203,7 @@ def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = Fine
     replay_images, replay_labels = replay_split.images, replay_split.labels.astype(np.int64)
     if classes > NOT_A_DIGIT and config.negative_replay:
         on_stage("drawing non-digits to replay", 0)
-        negatives = synthetic_negatives(config.negative_replay, train_config.seed)
+        negatives = synthetic_negatives(config.negative_replay, train_config.seed, replay_images[:2000])
         replay_images = np.concatenate([replay_images, negatives])
         replay_labels = np.concatenate([replay_labels, np.full(len(negatives), NOT_A_DIGIT)])
     test = load_split("test", train_config.data)

@@ -1,0 +1,303 @@
+"""Benchmark: the whole correction loop on a writer the model reads badly, and a hot swap under load.
+
+The writer: USPS digits (other writers, never in the shipped model's training) written in pencil and
+photographed, as `real_images.py` renders them -- the condition the bundled model reads worst among the
+ordinary ones. Their digits arrive as a stream; the model reads each, and every one it gets wrong is
+corrected, until N corrections exist (N = 25, 50, 100, 200). A fixed set of the writer's *other* digits,
+never in the stream, measures them before and after. For each N, scripted end to end with the real parts:
+
+1. `digitrec serve --models-dir M --store S` (a fresh store and models folder)
+2. each correction POSTed to /api/v1/feedback (the image and its right reading)
+3. `digitrec finetune --store S --models-dir M --promote` (gate on the full MNIST test set)
+4. the server picks the promoted version up (no restart): GET /api/v1/model shows it
+5. the writer's other digits read through /api/v1/predict, before and after
+
+Then a hot swap under load: 8 clients POST digits for a while as versions are promoted and rolled back
+every few seconds; every failed request is counted.
+
+    .venv/bin/python benchmarks/adaptation.py                       # N = 25 50 100 200, ~20 min on 2 cores
+    .venv/bin/python benchmarks/adaptation.py --n 100 --json out.json
+
+USPS is used here only to simulate a user: the shipped model never trains on it. Not a test: pytest never
+collects this folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_images  # noqa: E402  (the USPS loader and the pencil-and-photo rendering)
+
+DIGITREC = [sys.executable, "-m", "digitrec"]
+
+# ---------------------------------------------------------------------------------------------- the writer
+
+
+def writer_digits(shared: Path, style_name: str, seed: int) -> tuple[list[bytes], np.ndarray]:
+    """Every USPS digit as this writer's photographed image, in a fixed random order: (images, labels)."""
+    images, labels = real_images.load_usps(shared)
+    _, style = real_images.CONDITIONS[style_name]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    rendered = []
+    for index in order:
+        ink = real_images.digit_ink(images[index], int(rng.integers(28, 120)), rng, style)
+        rendered.append(real_images.photograph(ink, rng, style))
+    return rendered, labels[order]
+
+
+# ---------------------------------------------------------------------------------------------- a server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`digitrec serve` in a child process, on loopback, with its own store and models folder."""
+
+    def __init__(self, folder: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(folder / "server.log", "wb")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [*DIGITREC, "serve", "--port", str(self.port), "--no-access-log", "--store", str(folder / "store.db"),
+             "--models-dir", str(folder / "models"), *extra], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start; see {folder / 'server.log'}")
+            time.sleep(0.2)
+
+    def version(self) -> str | None:
+        return httpx.get(self.base + "/api/v1/model", timeout=10).json()["model_version"]
+
+    def wait_for(self, version: str, within_s: float = 60) -> float:
+        started = time.monotonic()
+        while self.version() != version:
+            if time.monotonic() - started > within_s:
+                raise RuntimeError(f"{version} not served after {within_s} s")
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def read_all(base: str, images: list[bytes], workers: int = 4) -> list[int | None]:
+    """Each image read through POST /api/v1/predict?mode=digit -> the digit (None: no digit)."""
+    def read(data: bytes) -> int | None:
+        with httpx.Client(timeout=30) as client:
+            response = client.post(base + "/api/v1/predict", params={"mode": "digit"},
+                                   files={"file": ("d.jpg", data, "application/octet-stream")})
+            response.raise_for_status()
+            return response.json()["digit"]
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(read, images))
+
+
+def error_rate(predicted: list[int | None], labels: np.ndarray) -> float:
+    return float(np.mean([p != int(label) for p, label in zip(predicted, labels, strict=True)]))
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[int | None],
+            evaluation: tuple[list[bytes], np.ndarray], args: argparse.Namespace, work: Path) -> dict:
+    folder = work / f"n{n}"
+    folder.mkdir()
+    images, labels = stream
+    wrong = [i for i, (p, label) in enumerate(zip(stream_read, labels, strict=True)) if p != int(label)]
+    if len(wrong) < n:
+        raise SystemExit(f"the stream holds only {len(wrong)} misread digits; N={n} needs a longer --stream")
+    picked = wrong[:n]
+    server = Server(folder)
+    try:
+        with httpx.Client(base_url=server.base, timeout=60) as client:  # 2. corrections through the API
+            for i in picked:
+                response = client.post("/api/v1/feedback", data={"label": str(int(labels[i])), "mode": "digit"},
+                                       files={"file": ("d.jpg", images[i], "application/octet-stream")})
+                response.raise_for_status()
+        before_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        command = [*DIGITREC, "finetune", "--store", str(folder / "store.db"), "--models-dir", str(folder / "models"),
+                   "--output", str(folder / "tuned"), "--promote", "--json", "--data-dir", str(args.data_dir)]
+        done = subprocess.run(command, capture_output=True, text=True)  # 3. fine-tune, gate, promote
+        seconds = time.perf_counter() - started
+        after_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after_usage.ru_utime - before_usage.ru_utime) + (after_usage.ru_stime - before_usage.ru_stime)
+        text = done.stdout
+        figures = json.loads(text[text.index("{"): text.rindex("}") + 1]) if "{" in text else {}
+        promoted = done.returncode == 0
+        swap_s = server.wait_for("v1") if promoted else None  # 4. served without a restart
+        after = read_all(server.base, evaluation[0]) if promoted else None  # 5. their other digits
+    finally:
+        server.stop()
+    return {"n": n, "promoted": promoted, "exit_code": done.returncode, "finetune_wall_s": round(seconds, 1),
+            "finetune_cpu_s": round(cpu, 1), "swap_s": None if swap_s is None else round(swap_s, 2),
+            "writer_error_after": None if after is None else error_rate(after, evaluation[1]),
+            "figures": figures, "stderr_tail": done.stderr[-600:] if not promoted else ""}
+
+
+def swap_under_load(bundles: list[Path], probe: bytes, seconds: float, work: Path) -> dict:
+    """8 clients POST a digit non-stop while versions are promoted and rolled back every 3 s."""
+    folder = work / "swap"
+    folder.mkdir()
+    for bundle in bundles:
+        subprocess.run([*DIGITREC, "models", "add", str(bundle), "--models-dir", str(folder / "models")],
+                       check=True, capture_output=True)
+    subprocess.run([*DIGITREC, "models", "promote", "v1", "--models-dir", str(folder / "models")], check=True,
+                   capture_output=True)
+    server = Server(folder)
+    stop = threading.Event()
+    results: list[tuple[float, int, str]] = []  # (latency s, status, version)
+    errors: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=server.base, timeout=30) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    response = http.post("/api/v1/predict", files={"file": ("d.jpg", probe, "image/jpeg")})
+                    results.append((time.perf_counter() - started, response.status_code,
+                                    response.headers.get("x-model-version", "?")))
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    swaps = []
+    try:
+        end = time.monotonic() + seconds
+        target = "v2"
+        while time.monotonic() < end:
+            time.sleep(3)
+            action = ["promote", target] if target == "v2" else ["rollback"]
+            subprocess.run([*DIGITREC, "models", *action, "--models-dir", str(folder / "models")], check=True,
+                           capture_output=True)
+            swaps.append(server.wait_for(target))
+            target = "v1" if target == "v2" else "v2"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        server.stop()
+    latencies = np.array([r[0] for r in results])
+    failed = sum(1 for r in results if r[1] != 200) + len(errors)
+    return {"requests": len(results) + len(errors), "failed": failed, "swaps": len(swaps),
+            "swap_seconds_max": round(max(swaps), 2) if swaps else None,
+            "versions_answering": sorted({r[2] for r in results}),
+            "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1) if len(latencies) else None,
+            "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1) if len(latencies) else None,
+            "requests_per_s": round(len(results) / seconds, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[25, 50, 100, 200], help="corrections per run")
+    parser.add_argument("--style", default="pencil", choices=sorted(real_images.CONDITIONS),
+                        help="how the writer's digits are drawn and photographed (default: pencil)")
+    parser.add_argument("--stream", type=int, default=4400, help="digits the corrections come from (default: 4400)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST (default: SHARED/mnist)")
+    parser.add_argument("--swap-seconds", type=float, default=30.0, help="length of the swap-under-load run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--cache-dir", type=Path, help="keep the base model's readings here for the next run"
+                        " (valid only while the bundled model is the same)")
+    args = parser.parse_args()
+    args.data_dir = args.data_dir or args.shared / "mnist"
+    print(f"load average at start: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
+
+    images, labels = writer_digits(args.shared, args.style, args.seed)
+    stream = (images[: args.stream], labels[: args.stream])
+    evaluation = (images[args.stream:], labels[args.stream:])
+    print(f"writer: {len(images)} USPS digits, style {args.style!r}; stream {len(stream[1])},"
+          f" other digits {len(evaluation[1])}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="digitrec-adaptation-") as temp:
+        work = Path(temp)
+        cache = args.cache_dir / f"before-{args.style}-{args.seed}-{args.stream}.json" if args.cache_dir else None
+        if cache is not None and cache.is_file():  # the base model's reading of the same digits, from a run before
+            saved = json.loads(cache.read_text())
+            stream_read, before = saved["stream_read"], saved["before"]
+        else:
+            (work / "base").mkdir()
+            base = Server(work / "base")
+            try:  # 0. what the model answers before anything is learnt (the stream decides what gets corrected)
+                stream_read = read_all(base.base, stream[0])
+                before = error_rate(read_all(base.base, evaluation[0]), evaluation[1])
+            finally:
+                base.stop()
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps({"stream_read": stream_read, "before": before}))
+        print(f"before: writer's other digits error {100 * before:.2f}%; stream misreads"
+              f" {sum(p != int(t) for p, t in zip(stream_read, stream[1], strict=True))}", flush=True)
+        runs = []
+        for n in args.n:
+            run = one_run(n, stream, stream_read, evaluation, args, work)
+            run["writer_error_before"] = before
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+        tuned = [work / f"n{run['n']}" / "tuned" for run in runs if run["promoted"]]
+        swap = None
+        if tuned:
+            probe = evaluation[0][0]
+            from digitrec.bundle import default_bundle_dir
+
+            swap = swap_under_load([default_bundle_dir(), tuned[-1]], probe, args.swap_seconds, work)
+            print(json.dumps({"swap_under_load": swap}), flush=True)
+
+    print("\n| N corrections | writer error before | after | reduction | MNIST test before | after | drop (pt) "
+          "| held-out corr. before -> after | gate | fine-tune wall / CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        f = run["figures"]
+        after = run["writer_error_after"]
+        reduction = f"{before / after:.1f}x" if after else ("inf" if after == 0 else "-")
+        print(f"| {run['n']} | {100 * before:.2f}% | {'-' if after is None else f'{100 * after:.2f}%'} | {reduction}"
+              f" | {f.get('mnist_test_before', float('nan')):.4f} | {f.get('mnist_test_after', float('nan')):.4f}"
+              f" | {f.get('mnist_drop_points', float('nan')):.2f} | {f.get('held_out_before', float('nan')):.3f} ->"
+              f" {f.get('held_out_after', float('nan')):.3f} | {'passed' if run['promoted'] else 'refused'}"
+              f" | {run['finetune_wall_s']} / {run['finetune_cpu_s']} |")
+    if swap:
+        print(f"\nhot swap under load: {swap['requests']} requests, {swap['failed']} failed, {swap['swaps']} swaps"
+              f" (each served within {swap['swap_seconds_max']} s), p50 {swap['p50_ms']} ms, p99 {swap['p99_ms']} ms,"
+              f" {swap['requests_per_s']} req/s, versions answering {swap['versions_answering']}")
+    print(f"load average at end: {Path('/proc/loadavg').read_text().split()[:3]}")
+    if args.json:
+        args.json.write_text(json.dumps({"before": before, "runs": runs, "swap_under_load": swap}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
