@@ -260,3 +260,14 @@ def test_atomic_directory_under_a_file_raises_output_error(tmp_path: Path) -> No
     with pytest.raises(OutputError, match=f"cannot write {target}"), atomic_directory(target):
         pytest.fail("the body must not run when no staging folder can be made")
     assert names(tmp_path) == ["not-a-folder"]
+
+
+def test_a_dead_writers_temporary_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    path = tmp_path / "best[1].weights.h5"  # glob characters in the name must not hide its temporaries
+    (tmp_path / f".{path.name}.{dead_pid}.abc123.tmp").write_bytes(b"half")
+    live = tmp_path / f".{path.name}.{os.getpid()}.def456.tmp"  # a concurrent writer's: left alone
+    live.write_bytes(b"in progress")
+    atomic_write_bytes(path, b"whole")
+    assert names(tmp_path) == sorted([path.name, live.name])

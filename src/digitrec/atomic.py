@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import os
 import shutil
 import sys
@@ -88,6 +89,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dead_siblings(path, ".tmp"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
         # Named with the pid, as `dead_siblings` expects: a kill -9 leaves a temporary a later run can find.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
@@ -141,7 +144,7 @@ def dead_siblings(target: Path, suffix: str) -> list[Path]:
     """Hidden siblings `.<name>.<pid>.*<suffix>` of `target` (temp files, staging folders) whose pid no
     longer runs: left by a process killed mid-write, garbage now. A live pid may be a concurrent writer."""
     found = []
-    for path in target.parent.glob(f".{target.name}.*{suffix}"):
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*{suffix}"):  # a name may hold [ or *
         pid = path.name[len(target.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             found.append(path)
@@ -171,7 +174,7 @@ def live_folder(target: Path) -> Path | None:
         return target
     if target.exists() or target.is_symlink():
         return None
-    for backup in sorted(target.parent.glob(f".{target.name}.*.old")):
+    for backup in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.old")):
         if backup.is_dir() and backup.name[len(target.name) + 2 :].split(".", 1)[0].isdigit():
             return backup
     return target if target.is_dir() else None  # the writer may have finished while we looked
