@@ -175,6 +175,26 @@ def test_a_timed_out_request_holds_its_thread_until_the_work_ends(slow_server: A
     assert post_digit(url, digit_png(3)).status_code == 200
 
 
+def test_a_queue_that_has_not_moved_for_a_second_refuses_at_once(slow_server: Any, digit_png: Any) -> None:
+    """Counting queued requests is not enough: 64 slow ones would wait minutes. Past 1 s without the oldest
+    starting, new work is refused instead of queued until its deadline."""
+    url, classifier = slow_server(2.5, inference_threads=1, max_queued=10)
+    running, _ = in_background(lambda: post_digit(url, digit_png(1)))
+    while classifier.running == 0:
+        time.sleep(0.01)
+    queued, queued_answer = in_background(lambda: post_digit(url, digit_png(2)))
+    time.sleep(1.3)
+    started = time.monotonic()
+    refused = post_digit(url, digit_png(3))
+    assert refused.status_code == 503 and "has not moved" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "1"
+    assert time.monotonic() - started < 0.5
+    classifier.slow = False
+    running.join(10)
+    queued.join(10)
+    assert queued_answer[0].status_code == 200  # what was queued is still served
+
+
 def raw_request(url: str, head: str, body: bytes = b"") -> socket.socket:
     address = urlsplit(url)
     sock = socket.create_connection((address.hostname, address.port), timeout=10)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,25 @@ RETRY_AFTER_S = 1  # what a refused client is told; the work in flight turns ove
 # cannot be read before its request's deadline is refused instead of started: its CPU would outlive the
 # request by seconds.
 SECONDS_PER_PIXEL = 50e-9
+# A short queue in count can still be a long one in time (64 small digits wait ~0.1 s, 64 big photos
+# minutes). When the oldest waiting recognition has waited this long, the queue is not moving: refuse.
+MAX_QUEUE_WAIT_S = 1.0
+
+
+WORKER_NICENESS = 5  # added to the recognition threads' nice value (Linux schedules threads one by one)
+
+
+def lower_thread_priority() -> None:
+    """Run the calling thread at a lower CPU priority than the event loop's.
+
+    When recognitions use every core, the event loop (which answers /healthz and refuses what does not
+    fit) still gets the CPU first, so those answers stay immediate under load.
+    """
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the loop, still correct
+        log.debug("could not lower the recognition threads' priority")
 
 
 class ServerBusy(Exception):
@@ -96,7 +116,11 @@ class Admission:
         self.upload_bytes = Budget("upload bytes", upload_bytes)
         self.pixels = Budget("pixels", pixels)
         self.work = Budget("recognitions", threads + max_queued)
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digitrec-recognize")
+        self._waiting: dict[int, float] = {}  # job id -> when it was queued (oldest first), until it starts
+        self._next_job = 0
+        self._waiting_lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digitrec-recognize",
+                                           initializer=lower_thread_priority)
 
     def reserve_upload(self, nbytes: int) -> Reservation:
         """Take `nbytes` of the upload budget for a body about to be read, or raise `ServerBusy`."""
@@ -112,25 +136,41 @@ class Admission:
         caller (its request timed out) drops the work if it has not started; if it has, the work finishes
         on its thread and its budgets are given back then.
         """
+        now = time.monotonic()
+        with self._waiting_lock:
+            oldest = next(iter(self._waiting.values()), now)
+            job = self._next_job
+            self._next_job += 1
+        if now - oldest > MAX_QUEUE_WAIT_S:
+            raise ServerBusy(f"the server is busy (its queue has not moved for {now - oldest:.1f} s);"
+                             f" retry in {RETRY_AFTER_S} s")
         if not self.work.try_take(1):
             raise ServerBusy(f"the server is busy ({self.work.used} recognitions waiting or running);"
                              f" retry in {RETRY_AFTER_S} s")
         if holding is not None:
             holding.hold()
+        with self._waiting_lock:
+            self._waiting[job] = now
         try:
-            future = self.executor.submit(self._in_worker, work, deadline)
+            future = self.executor.submit(self._in_worker, work, deadline, job)
         except RuntimeError:  # shutting down
-            self._done(holding)
+            self._done(holding, job)
             raise ServerBusy("the server is shutting down") from None
-        future.add_done_callback(lambda _: self._done(holding))
+        future.add_done_callback(lambda _: self._done(holding, job))
         return await asyncio.wrap_future(future)
 
-    def _done(self, holding: Reservation | None) -> None:
+    def _started(self, job: int) -> None:
+        with self._waiting_lock:
+            self._waiting.pop(job, None)
+
+    def _done(self, holding: Reservation | None, job: int) -> None:
+        self._started(job)  # a job cancelled while it waited never started
         self.work.give(1)
         if holding is not None:
             holding.release()
 
-    def _in_worker(self, work: Callable[[], T], deadline: float) -> T:
+    def _in_worker(self, work: Callable[[], T], deadline: float, job: int) -> T:
+        self._started(job)
         if time.monotonic() >= deadline:  # waited out its time in the queue: nobody is waiting for it
             raise ServerBusy("the server was too busy to start this request in time")
         taken: list[int] = []
