@@ -99,7 +99,11 @@ _worker_reader: Any = None  # each worker process's Reader, loaded once by `_sta
 
 def _start_worker(model: str | None) -> None:
     global _worker_reader
+    import cv2
+
     from digitrec.reader import Reader
+
+    cv2.setNumThreads(1)  # one core per worker process: OpenCV's own threads would only fight the others
 
     _worker_reader = Reader(model)
 
