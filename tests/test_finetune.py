@@ -102,3 +102,42 @@ def test_too_few_corrections_is_said(tmp_path: Path, mnist_dir: Path, mnist_tail
     error = capsys.readouterr().err
     assert "too few corrections" in error and "2 held out (need 5" in error
     assert not (tmp_path / "tuned").exists()
+
+
+def test_none_corrections_train_the_not_a_digit_output(tmp_path: Path, mnist_dir: Path, mnist_tail) -> None:
+    """An 11-output base (digits + "not a digit"): "none" corrections teach class 10; digits stay digits."""
+    import keras
+
+    from digitrec.data import to_model_input
+    from digitrec.finetune import FinetuneConfig, default_config, finetune
+
+    images, labels = mnist_tail
+    keras.utils.set_random_seed(0)
+    image = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(image)
+    x = keras.layers.Flatten()(x)
+    base = keras.Model(image, keras.layers.Dense(11, activation="softmax", name="probabilities")(x))
+    base.compile("adam", "sparse_categorical_crossentropy")
+    base.fit(to_model_input(images[:1500]), labels[:1500], epochs=2, verbose=0)  # never saw a non-digit
+    base.save(tmp_path / "base.keras")
+
+    # The writer's "not a digit" marks: a filled square, which the base can only call a digit.
+    marks = np.zeros((60, 28, 28), np.uint8)
+    for i, mark in enumerate(marks):
+        size = 8 + i % 10
+        mark[14 - size // 2: 14 + size // 2, 14 - size // 2: 14 + size // 2] = 255
+    plant(tmp_path / "store.db", marks, ["none"] * 60)
+    plant(tmp_path / "store.db", images[1500:1560], [str(label) for label in labels[1500:1560]])
+    config = default_config(epochs=3, limit=2000, data=DataConfig(data_dir=mnist_dir), test_limit=500,
+                            learning_rate=3e-3, replay=600)
+    config = FinetuneConfig(**{**config.__dict__, "negative_replay": 40, "max_mnist_drop": 1.0})
+    with open_store(str(tmp_path / "store.db")) as store:
+        result = finetune(store, tmp_path / "tuned", config, base=tmp_path / "base.keras")
+    assert result.figures["skipped_none"] == 0
+    assert result.figures["held_out_after"] > result.figures["held_out_before"]
+    def rejected(path: Path) -> float:
+        scores = load_classifier(path).predict_scores(marks.astype(np.float32) / 255)  # type: ignore[attr-defined]
+        return float(np.mean(scores.not_digit > 0.5))
+
+    assert rejected(tmp_path / "base.keras") < 0.2
+    assert rejected(tmp_path / "tuned") >= 0.7  # the served (LiteRT) model now says "not a digit" to them
