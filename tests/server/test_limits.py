@@ -86,12 +86,24 @@ def in_background(function: Callable[[], Any]) -> tuple[threading.Thread, list[A
 # --- Costly files: refused from their bytes, before decoding --------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="module")
+def pillow_loaded() -> None:
+    """Load Pillow's plugins (first decode only) before the tests that time a decode."""
+    decode_image(encoded_png())
+
+
+def encoded_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (2, 2)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def test_progressive_jpeg_with_a_thousand_scans_is_refused_at_once() -> None:
     bomb = progressive_jpeg_bomb(1000)  # ~30 kB; decoding it took 2.5 s of CPU here
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(NotAnImageError, match="1000 scans"):
         decode_image(bomb)
-    assert time.process_time() - started < 0.1
+    assert time.thread_time() - started < 0.1
 
 
 def test_normal_progressive_jpeg_still_decodes() -> None:
@@ -102,19 +114,19 @@ def test_normal_progressive_jpeg_still_decodes() -> None:
 
 def test_many_page_tiff_reads_the_first_page_without_walking_the_rest() -> None:
     tiff = many_page_tiff(20_000)  # counting its frames took ~6 s of CPU (quadratic in pages)
-    started = time.process_time()
+    started = time.thread_time()
     grey = decode_image(tiff)
     assert grey.shape == (1, 1)
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 def test_tiny_jpeg_declaring_a_huge_image_is_refused_before_decoding() -> None:
     bomb = tiny_jpeg_declaring(6000, 6000)  # 332 bytes that would decode to 36 megapixels
     assert len(bomb) < 400
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(NotAnImageError, match="truncated JPEG"):
         decode_image(bomb)
-    assert time.process_time() - started < 0.1
+    assert time.thread_time() - started < 0.1
 
 
 def test_truncated_png_declaring_a_huge_image_is_refused(png_bomb: Callable[[int, int], bytes]) -> None:
@@ -135,7 +147,7 @@ def test_bombs_get_415_from_the_api_quickly(client: Any) -> None:
         started = time.monotonic()
         response = client.post(PREDICT, files={"file": (name, bomb, "image/jpeg")})
         assert response.status_code == 415, response.text
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 2  # the progressive bomb alone decoded for 2.5 s of CPU
 
 
 # --- Admission: refused at once when full, and a slot is held until its work really ends ----------------
@@ -148,13 +160,13 @@ def test_a_full_server_answers_503_at_once_with_retry_after(slow_server: Any, di
         time.sleep(0.01)
     started = time.monotonic()
     refused = post_digit(url, digit_png(2))
-    assert time.monotonic() - started < 0.5  # not queued until the deadline
+    assert time.monotonic() - started < 1.0  # not queued until the deadline (10 s); generous for a loaded CI
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert "busy" in refused.json()["detail"]
     health_started = time.monotonic()
     assert httpx.get(url + "/healthz", timeout=5).status_code == 200
-    assert time.monotonic() - health_started < 0.2
+    assert time.monotonic() - health_started < 1.0
     thread.join(10)
     assert first[0].status_code == 200
 
@@ -178,7 +190,7 @@ def test_a_timed_out_request_holds_its_thread_until_the_work_ends(slow_server: A
 def test_a_queue_that_has_not_moved_for_a_second_refuses_at_once(slow_server: Any, digit_png: Any) -> None:
     """Counting queued requests is not enough: 64 slow ones would wait minutes. Past 1 s without the oldest
     starting, new work is refused instead of queued until its deadline."""
-    url, classifier = slow_server(2.5, inference_threads=1, max_queued=10)
+    url, classifier = slow_server(2.5, inference_threads=1, max_queued=10, max_queue_wait_s=1.0)
     running, _ = in_background(lambda: post_digit(url, digit_png(1)))
     while classifier.running == 0:
         time.sleep(0.01)
@@ -188,7 +200,7 @@ def test_a_queue_that_has_not_moved_for_a_second_refuses_at_once(slow_server: An
     refused = post_digit(url, digit_png(3))
     assert refused.status_code == 503 and "has not moved" in refused.json()["detail"]
     assert refused.headers["retry-after"] == "1"
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0
     classifier.slow = False
     running.join(10)
     queued.join(10)
@@ -256,8 +268,8 @@ def test_idle_and_slow_header_connections_are_closed(slow_server: Any) -> None:
     slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
     started = time.monotonic()
     with idle, slow:
-        assert closed_within(idle, 3) and closed_within(slow, 3)
-    assert time.monotonic() - started < 2.5
+        assert closed_within(idle, 4) and closed_within(slow, 4)
+    assert time.monotonic() - started < 4  # 0.5 s configured; never the default 10 s
 
 
 def test_a_slow_body_gets_503_and_its_connection_is_closed(slow_server: Any) -> None:

@@ -35,9 +35,6 @@ RETRY_AFTER_S = 1  # what a refused client is told; the work in flight turns ove
 # cannot be read before its request's deadline is refused instead of started: its CPU would outlive the
 # request by seconds.
 SECONDS_PER_PIXEL = 50e-9
-# A short queue in count can still be a long one in time (64 small digits wait ~0.1 s, 64 big photos
-# minutes). When the oldest waiting recognition has waited this long, the queue is not moving: refuse.
-MAX_QUEUE_WAIT_S = 1.0
 
 
 WORKER_NICENESS = 5  # added to the recognition threads' nice value (Linux schedules threads one by one)
@@ -111,8 +108,13 @@ class Reservation:
 class Admission:
     """The server's budgets and its recognition threads; one per app, made in lifespan."""
 
-    def __init__(self, *, threads: int, max_queued: int, upload_bytes: int, pixels: int) -> None:
+    def __init__(self, *, threads: int, max_queued: int, upload_bytes: int, pixels: int,
+                 max_queue_wait_s: float = 2.0) -> None:
         self.threads = threads
+        # A short queue in count can still be a long one in time (64 small digits wait ~0.1 s, 64 big
+        # photos minutes). When the oldest waiting recognition has waited this long, the queue is not
+        # moving: refuse new work rather than queue it until its deadline.
+        self.max_queue_wait_s = max_queue_wait_s
         self.upload_bytes = Budget("upload bytes", upload_bytes)
         self.pixels = Budget("pixels", pixels)
         self.work = Budget("recognitions", threads + max_queued)
@@ -141,7 +143,7 @@ class Admission:
             oldest = next(iter(self._waiting.values()), now)
             job = self._next_job
             self._next_job += 1
-        if now - oldest > MAX_QUEUE_WAIT_S:
+        if now - oldest > self.max_queue_wait_s:
             raise ServerBusy(f"the server is busy (its queue has not moved for {now - oldest:.1f} s);"
                              f" retry in {RETRY_AFTER_S} s")
         if not self.work.try_take(1):

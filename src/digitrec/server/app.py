@@ -49,7 +49,8 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         app.state.admission = Admission(threads=settings.max_concurrent_inferences, max_queued=settings.max_queued,
                                         upload_bytes=settings.max_inflight_upload_bytes,
-                                        pixels=settings.max_inflight_pixels)
+                                        pixels=settings.max_inflight_pixels,
+                                        max_queue_wait_s=settings.max_queue_wait_s)
         app.state.feedback_store = feedback.LazyStore(settings.store)
         try:
             async with hotswap.watching(app, settings, classifier_loader, api.warm_up):
