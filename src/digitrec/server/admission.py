@@ -37,7 +37,8 @@ RETRY_AFTER_S = 1  # what a refused client is told; the work in flight turns ove
 SECONDS_PER_PIXEL = 50e-9
 
 
-WORKER_NICENESS = 5  # added to the recognition threads' nice value (Linux schedules threads one by one)
+WORKER_NICENESS = 2  # added to the recognition threads' nice value (Linux schedules threads one by one); more
+# starved them when other processes shared the CPU (each nice step is ~1.25x less CPU)
 
 
 def lower_thread_priority() -> None:
@@ -159,7 +160,15 @@ class Admission:
             self._done(holding, job)
             raise ServerBusy("the server is shutting down") from None
         future.add_done_callback(lambda _: self._done(holding, job))
-        return await asyncio.wrap_future(future)
+        waiting = asyncio.wrap_future(future)
+        try:
+            # shield: the timeout must not cancel work that has started (a thread cannot be stopped).
+            return await asyncio.wait_for(asyncio.shield(waiting), self.max_queue_wait_s)
+        except TimeoutError:
+            if future.cancel():  # still queued: drop it, rather than let it wait until the deadline
+                raise ServerBusy(f"the server is busy (no thread free within {self.max_queue_wait_s:g} s);"
+                                 f" retry in {RETRY_AFTER_S} s") from None
+            return await waiting
 
     def _started(self, job: int) -> None:
         with self._waiting_lock:
