@@ -191,7 +191,7 @@ def test_a_queue_that_has_not_moved_for_a_second_refuses_at_once(slow_server: An
     """Counting queued requests is not enough: 64 slow ones would wait minutes. Past 1 s without the oldest
     starting, new work is refused instead of queued until its deadline, and queued work that gets no thread
     within 1 s is dropped with a 503."""
-    url, classifier = slow_server(2.5, inference_threads=1, max_queued=10, max_queue_wait_s=1.0)
+    url, classifier = slow_server(5.0, inference_threads=1, max_queued=10, max_queue_wait_s=1.0)
     running, _ = in_background(lambda: post_digit(url, digit_png(1)))
     while classifier.running == 0:
         time.sleep(0.01)
