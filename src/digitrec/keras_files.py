@@ -30,14 +30,14 @@ def weights_bytes(model: keras.Model) -> bytes | None:
     try:
         from keras.src.saving import saving_lib
 
+        save_state = saving_lib._save_state
         buffer = io.BytesIO()
         store = saving_lib.H5IOStore(buffer, mode="w")
     except (ImportError, AttributeError, TypeError) as error:
         log.debug("Keras cannot save weights into memory (%s); writing by path", error)
         return None
     try:
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
-                               visited_saveables=set())
+        save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
     finally:
         store.close()
     return buffer.getvalue()
