@@ -125,7 +125,9 @@ def read_all(inputs: Iterable[Input], reader: Any, args: argparse.Namespace, job
     in_flight: deque[Future[list[dict[str, Any]]]] = deque()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=_start_worker,
                              initargs=(args.model,)) as pool:
-        for chunk in itertools.islice(chunks, 4 * jobs):
+        # 16 chunks per worker in flight: a worker the scheduler holds back for a while does not leave the
+        # others idle (results leave in input order, so the window waits for its oldest chunk).
+        for chunk in itertools.islice(chunks, 16 * jobs):
             in_flight.append(pool.submit(_read_chunk, chunk, args.mode, args.show))
         while in_flight:
             yield from in_flight.popleft().result()
