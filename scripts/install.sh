@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install digitrec for development: a virtual environment in .venv with the package (editable) and the
-# test tools, plus Debian's Chromium for the browser tests. Safe to run again.
+# Install digitrec for development: a virtual environment in .venv with the package (editable), every
+# extra (train, report, heic, parquet, ray, postgres: the `dev` extra pulls them in) and the test tools,
+# plus Debian's Chromium for the browser tests. Safe to run again. Users need only `pip install .`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
