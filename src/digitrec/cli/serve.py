@@ -15,7 +15,7 @@ limits (each refusal is immediate, JSON, with Retry-After where waiting helps):
   uploads      413 past 10 MB or 40 megapixels (from the header, before decoding); 415 for anything
                but PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, and for JPEGs costing far more to decode than
                their size (hundreds of progressive scans, or data far too short for the declared size)
-  busy         503 + Retry-After when 64 recognitions are already queued or the oldest has waited 2 s,
+  busy         503 + Retry-After when 64 recognitions are already queued or the oldest has waited 4 s,
                ~128 MB of uploads are in flight, or 48 megapixels are being decoded; /healthz still
                answers at once
   slow         503 at --timeout; a connection silent for --header-timeout, or idle --keep-alive after

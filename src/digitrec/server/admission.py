@@ -110,7 +110,7 @@ class Admission:
     """The server's budgets and its recognition threads; one per app, made in lifespan."""
 
     def __init__(self, *, threads: int, max_queued: int, upload_bytes: int, pixels: int,
-                 max_queue_wait_s: float = 2.0) -> None:
+                 max_queue_wait_s: float = 4.0) -> None:
         self.threads = threads
         # A short queue in count can still be a long one in time (64 small digits wait ~0.1 s, 64 big
         # photos minutes). When the oldest waiting recognition has waited this long, the queue is not

@@ -31,7 +31,7 @@ class ServerSettings:
     reload_interval_s: float = 1.0  # how often the active model version is checked (when --model is not given)
     # Admission: past any of these budgets a request is refused at once (503 + Retry-After), never queued.
     max_queued: int = 64  # recognitions waiting for a thread (small ones take ~3 ms each)
-    max_queue_wait_s: float = 2.0  # ... and refused when the oldest of them has waited this long (a stuck queue)
+    max_queue_wait_s: float = 4.0  # ... and refused when the oldest of them has waited this long (a stuck queue)
     # Upload bytes held by requests in flight (each counts twice its length: the body and the image cut
     # from it); a body is only read once its bytes are admitted. 6 uploads at the 10 MB limit.
     max_inflight_upload_bytes: int = 128_000_000
