@@ -287,8 +287,8 @@ def test_a_slow_body_gets_503_and_its_connection_is_closed(slow_server: Any) -> 
                 break
             if closed_within(sock, 0.3):
                 break
-        assert closed_within(sock, 6.5)
-    assert time.monotonic() - started < 8
+        assert closed_within(sock, 8)
+    assert time.monotonic() - started < 10  # 503 at 0.5 s, then at most 5 s of reading and dropping the rest
 
 
 def test_past_the_connection_limit_the_longest_idle_connection_makes_room(slow_server: Any) -> None:

@@ -17,7 +17,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from digitrec import __version__
 from digitrec.runtime import Classifier, load_classifier
-from digitrec.server import api, connections, feedback, health, hotswap, pages
+from digitrec.server import admission, api, connections, feedback, health, hotswap, pages
 from digitrec.server.admission import Admission
 from digitrec.server.errors import install_error_handlers
 from digitrec.server.middleware import HeadAsGetMiddleware, RequestTimeoutMiddleware, SecurityHeadersMiddleware
@@ -47,6 +47,7 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
         # wake-ups waited up to 5 ms for the GIL, and under load /healthz took seconds. 0.5 ms keeps the loop
         # responsive for a few percent of the threads' throughput.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        admission.return_big_buffers_to_the_os()
         app.state.admission = Admission(threads=settings.max_concurrent_inferences, max_queued=settings.max_queued,
                                         upload_bytes=settings.max_inflight_upload_bytes,
                                         pixels=settings.max_inflight_pixels,

@@ -29,7 +29,7 @@ from digitrec.server.settings import SETTINGS_ENV, ServerSettings
 log = logging.getLogger(__name__)
 
 REQUEST_GRACE_S = 5.0  # past the request's own time limit, before its connection is cut
-LINGER_S = 2.0  # after answering before a body was all read: how long its rest is read and dropped
+LINGER_S = 5.0  # after answering before a body was all read: how long its rest is read and dropped
 EVICTION_LOG_EVERY_S = 10.0  # one warning per this much time while connections are being evicted
 
 
