@@ -498,6 +498,9 @@
     if (!digits.length) {
       if (answer.reason === "not_a_digit") {
         setVerdict("none", "✗", "That doesn't look like a digit.", "Write one digit, or a number, large and clear.");
+      } else if (!upload && strokes.length) {
+        // Drawn ink the server found too small or faint to be a digit (a tap, a dot, a scratch).
+        setVerdict("none", "✗", "That doesn't look like a digit.", adviceFor(answer));
       } else {
         setVerdict("none", "?", "No digit found.", adviceFor(answer));
       }
@@ -511,7 +514,7 @@
     const text = typeof rows === "string" ? rows : answer.lines.map((line) => line.text).join(" / ");
     const sure = percent(answer.confidence);
     if (answer.reason === "several_digits") {
-      setVerdict("unsure", rows, `It looks like ${digits.length} digits, not one: best guess ${text}.`);
+      setVerdict("unsure", rows, `It looks like several digits, not one: best guess ${text}.`);
       $("use-number").hidden = false;
     } else if (answer.reason === "several_lines") {
       setVerdict(answer.low_confidence ? "unsure" : "sure", rows, `Read as ${answer.lines.length} rows.`,
