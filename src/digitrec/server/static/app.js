@@ -498,6 +498,7 @@
     if (!digits.length) {
       if (answer.reason === "not_a_digit") {
         setVerdict("none", "✗", "That doesn't look like a digit.", "Write one digit, or a number, large and clear.");
+        $("use-number").hidden = requestedMode !== "digit"; // several digits read as one look like nothing
       } else if (!upload && strokes.length) {
         // Drawn ink the server found too small or faint to be a digit (a tap, a dot, a scratch).
         setVerdict("none", "✗", "That doesn't look like a digit.", adviceFor(answer));
