@@ -233,8 +233,48 @@ def accepted_confidence(has_ink: np.ndarray, probabilities: np.ndarray, not_digi
     return np.where(has_ink & (not_digit < not_digit_threshold), confidence, -1.0)
 
 
+MAX_FALSE_REJECTION = 0.004  # the not-a-digit threshold may reject at most this share of the chosen-on half
+
+
+def choose_thresholds(new: Reader, images: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> None:
+    """Choose the new model's not-a-digit and low-confidence thresholds on USPS renderings of the first
+    half of USPS, and write them into its model.json (the table reports on the other half)."""
+    from digitrec.calibration import choose_threshold, risk_coverage
+
+    cases = usps_digits(images, labels, 4 * args.n, args.seed + 1)
+    has_ink, probabilities, not_digit = new.crop_scores([grey_of(d) for d, _ in cases])
+    # 1. not a digit: the lowest threshold (0.3-0.95) that rejects at most MAX_FALSE_REJECTION of real digits
+    candidates = np.round(np.arange(0.30, 0.951, 0.01), 2)
+    rejection = np.array([np.mean(has_ink & (not_digit >= t)) for t in candidates])
+    meets = np.flatnonzero(rejection <= MAX_FALSE_REJECTION)
+    not_digit_threshold = float(candidates[meets[0]] if meets.size else candidates[-1])
+    false_rejection = float(rejection[meets[0]] if meets.size else rejection[-1])
+    # 2. low confidence: on the risk-coverage curve of what the not-a-digit threshold lets through
+    correct = has_ink & (probabilities.argmax(1) == np.array([int(t) for _, t in cases]))
+    curve = risk_coverage(accepted_confidence(has_ink, probabilities, not_digit, not_digit_threshold), correct)
+    threshold = round(choose_threshold(curve, MAX_RISK, MIN_COVERAGE), 3)
+    coverage, risk = curve.at(threshold)
+    where = f"{len(cases)} USPS renderings (images 0-{len(labels) - 1}, seed {args.seed + 1})"
+    metadata_path = args.new / "model.json"
+    metadata = json.loads(metadata_path.read_text())
+    calibration = metadata["calibration"]
+    calibration["not_digit_threshold_validation"] = calibration.get("not_digit_threshold")
+    calibration["not_digit_threshold"] = not_digit_threshold
+    calibration["not_digit_threshold_chosen"] = (
+        f"benchmarks/trust.py --choose-threshold: the lowest threshold in 0.30-0.95 rejecting at most"
+        f" {MAX_FALSE_REJECTION:.1%} of {where}: rejects {false_rejection:.2%} of them")
+    calibration["low_confidence_threshold"] = threshold
+    calibration["low_confidence_threshold_chosen"] = (
+        f"benchmarks/trust.py --choose-threshold: the lowest threshold with error among accepted digits"
+        f" <= {MAX_RISK:.1%} at coverage >= {MIN_COVERAGE:.0%} (else the least error at that coverage) on {where}:"
+        f" coverage {coverage:.2%}, error {risk:.2%} there")
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    print(f"not-a-digit threshold {not_digit_threshold}: {calibration['not_digit_threshold_chosen']}")
+    print(f"low-confidence threshold {threshold}: {calibration['low_confidence_threshold_chosen']}")
+
+
 def main() -> int:
-    from digitrec.calibration import choose_threshold, expected_calibration_error, risk_coverage
+    from digitrec.calibration import expected_calibration_error, risk_coverage
     from digitrec.styles import STYLES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,8 +285,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=400, help="images per condition (default: 400)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument("--choose-threshold", action="store_true",
-                        help="choose the new model's low-confidence threshold on USPS images 0-3645 and write it"
-                             " to its model.json, then stop")
+                        help="choose the new model's not-a-digit and low-confidence thresholds on USPS images"
+                             " 0-3644 and write them to its model.json, then stop")
     parser.add_argument("--plot", type=Path, default=None, help="write the risk-coverage plot here (default: none)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -255,23 +295,7 @@ def main() -> int:
     half = len(labels) // 2
     new = Reader("new", args.new)
     if args.choose_threshold:
-        cases = usps_digits(images[:half], labels[:half], 4 * args.n, args.seed + 1)
-        has_ink, probabilities, not_digit = new.crop_scores([grey_of(d) for d, _ in cases])
-        correct = has_ink & (probabilities.argmax(1) == np.array([int(t) for _, t in cases]))
-        curve = risk_coverage(accepted_confidence(has_ink, probabilities, not_digit, new.thresholds.not_digit),
-                              correct)
-        threshold = round(choose_threshold(curve, MAX_RISK, MIN_COVERAGE), 3)
-        coverage, risk = curve.at(threshold)
-        how = (f"benchmarks/trust.py --choose-threshold: the lowest threshold with error among accepted digits"
-               f" <= {MAX_RISK:.1%} at coverage >= {MIN_COVERAGE:.0%} (else the least error at that coverage) on"
-               f" {len(cases)} USPS renderings (images 0-{half - 1}, seed {args.seed + 1}): coverage {coverage:.2%},"
-               f" error {risk:.2%} there")
-        metadata_path = args.new / "model.json"
-        metadata = json.loads(metadata_path.read_text())
-        metadata["calibration"]["low_confidence_threshold"] = threshold
-        metadata["calibration"]["low_confidence_threshold_chosen"] = how
-        metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
-        print(f"low-confidence threshold {threshold}: {how}")
+        choose_thresholds(new, images[:half], labels[:half], args)
         return 0
 
     readers = [Reader("original", args.old), new]

@@ -118,48 +118,10 @@ def not_digit_threshold(scores: np.ndarray, is_digit: np.ndarray) -> dict[str, f
             "validation_negatives_rejected": float(np.mean(scores[~is_digit] >= chosen))}
 
 
-def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_synth: dict[str, Any],
-                   command: str) -> None:
-    started = time.perf_counter()
-    keras.utils.set_random_seed(args.seed)
-    from digitrec.trust_train import mnist_splits
-
-    base = keras.models.load_model(args.base / KERAS_FILE, compile=False)
-    train_synth, dropped = drop_unfair_negatives(train_synth, base)
-    val_synth, _ = drop_unfair_negatives(val_synth, base)
-    mnist_train, mnist_val = mnist_splits()
-    if args.limit:
-        mnist_train = type(mnist_train)(mnist_train.images[: args.limit], mnist_train.labels[: args.limit])
-    x_train = np.concatenate([to_model_input(mnist_train.images), train_synth["images"][..., None]])
-    y_train = np.concatenate([mnist_train.labels.astype(np.int64), train_synth["labels"]])
-    x_val = np.concatenate([to_model_input(mnist_val.images), val_synth["images"][..., None]])
-    y_val = np.concatenate([mnist_val.labels.astype(np.int64), val_synth["labels"]])
-    log.info("training on %d crops (%d MNIST), validating on %d", len(y_train), len(mnist_train.labels), len(y_val))
-
-    base_metadata = read_metadata(args.base)
-    model = with_reject_output(base)
-    frozen = freeze_leading_blocks(model, args.freeze)
-    augmentation = AugmentConfig()
-    trainable = wrap_for_training(model, augmentation, args.seed)
-    steps = args.epochs * -(-len(y_train) // 128)
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.05)
-    trainable.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=False)
-    keep = KeepBest(model, args.cache / "best.weights.h5")
-    fit_started = time.perf_counter()
-    if args.from_weights is not None:  # a run cut short: finish from its best epoch's weights
-        model.load_weights(args.from_weights)
-        keep.best_epoch = args.from_epoch - 1
-        history_values: dict[str, list[float]] = {}
-    else:
-        history = trainable.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=128,
-                                epochs=args.epochs, shuffle=True, verbose=0, callbacks=[keep])
-        model.set_weights(keep.best_weights)
-        history_values = history.history
-    fit_seconds = time.perf_counter() - fit_started
-
-    # Calibration: one temperature for all 11 outputs, fitted on the validation crops.
-    val_outputs = np.asarray(model.predict(x_val, batch_size=512, verbose=0))  # (N, 11)
+def calibrate(val_outputs: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    """One temperature for all 11 outputs, fitted on the validation crops; ECE/NLL before and after; the
+    not-a-digit threshold chosen on validation (benchmarks/trust.py --choose-threshold may re-choose it
+    and the low-confidence one on USPS)."""
     temperature = fit_temperature(val_outputs, y_val)
     calibrated = apply_temperature(val_outputs, temperature)
     is_digit = y_val < NOT_A_DIGIT
@@ -187,6 +149,130 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
         f" {chosen['validation_negatives_rejected']:.2%} of validation non-digits")
     calibration["low_confidence_threshold"] = 0.90  # provisional: benchmarks/trust.py sets it from USPS
     calibration["low_confidence_threshold_chosen"] = "provisional default; see benchmarks/trust.py"
+    return calibration
+
+
+def digits_with_rejector(digits: keras.Model, rejector: keras.Model) -> keras.Model:
+    """One graph: the digit model's 10 probabilities, unchanged, and the rejector's not-a-digit output.
+
+    outputs = [(1 - r) * p_0..9, r], r = the rejector's 11th output: a proper 11-way distribution whose
+    renormalised digits are exactly the digit model's. Built from stock layers only (fixed Dense layers
+    pick r out and make 1 - r), so the .keras loads anywhere and converts to LiteRT as it is.
+    """
+    image = keras.Input(digits.input_shape[1:], name="image")
+    probabilities = keras.Model(digits.input, digits.output, name="digit_model")(image)  # (B, 10)
+    reject = keras.Model(rejector.input, rejector.output, name="rejector")(image)  # (B, 11)
+    pick = keras.layers.Dense(1, use_bias=False, trainable=False, name="not_a_digit")
+    keep = keras.layers.Dense(NUM_DIGITS, trainable=False, name="is_a_digit")
+    r = pick(reject)  # (B, 1)
+    gate = keep(reject)  # (B, 10): 1 - r in every column
+    pick.set_weights([np.eye(NUM_DIGITS + 1, dtype=np.float32)[:, NUM_DIGITS:]])
+    keep.set_weights([-np.tile(np.eye(NUM_DIGITS + 1, dtype=np.float32)[:, NUM_DIGITS:], (1, NUM_DIGITS)),
+                      np.ones(NUM_DIGITS, np.float32)])
+    gated = keras.layers.Multiply(name="digit_share")([probabilities, gate])
+    outputs = keras.layers.Concatenate(name="probabilities")([gated, r])
+    return keras.Model(image, outputs, name="digits_with_rejector")
+
+
+def combine_and_bundle(args: argparse.Namespace, val_synth: dict[str, Any], command: str) -> None:
+    """Ship the unchanged digit model (`--base`) with a fine-tuned model's not-a-digit output (`--combine`)."""
+    from digitrec.trust_train import mnist_splits
+
+    started = time.perf_counter()
+    base = keras.models.load_model(args.base / KERAS_FILE, compile=False)
+    rejector = keras.models.load_model(args.combine / KERAS_FILE, compile=False)
+    rejector_metadata = read_metadata(args.combine)
+    model = digits_with_rejector(base, rejector)
+    val_synth, _ = drop_unfair_negatives(val_synth, base)
+    _, mnist_val = mnist_splits()
+    x_val = np.concatenate([to_model_input(mnist_val.images), val_synth["images"][..., None]])
+    y_val = np.concatenate([mnist_val.labels.astype(np.int64), val_synth["labels"]])
+    calibration = calibrate(np.asarray(model.predict(x_val, batch_size=512, verbose=0)), y_val)
+    test = load_split("test", DataConfig(data_dir=args.data_dir))
+    x_test = to_model_input(test.images)
+    metrics = compute_metrics(test.labels, scores_from_outputs(
+        np.asarray(model.predict(x_test, 512, verbose=0)), calibration["temperature"]).probabilities)
+    log.info("MNIST test accuracy (Keras, measured only): %.4f; calibration %s", metrics.accuracy, calibration)
+    base_metadata = read_metadata(args.base)
+    metadata = {
+        **rejector_metadata,
+        "architecture": f"{base_metadata.get('architecture')} + rejector",
+        "output": {**rejector_metadata["output"],
+                   "note": "[(1 - r) * digit model's 10 probabilities, r]: r = the rejector's not-a-digit probability;"
+                           " the runtime applies calibration.temperature, renormalises the 10 digit probabilities"
+                           " (= the digit model's) and reports the 11th as not_digit"},
+        "digit_model": {"what": "the previous bundled model, unchanged (its weights, its 99.73%)",
+                        "architecture": base_metadata.get("architecture"), "command": base_metadata.get("command"),
+                        "test_accuracy": base_metadata.get("test_accuracy"), "date": base_metadata.get("date")},
+        "rejector": {"what": "the 11-output fine-tune of the same model (fine_tune below); only its not-a-digit"
+                             " output is used. Its own digit reading (MNIST test "
+                             f"{rejector_metadata.get('test_accuracy')}) fell under the 99.70% bar, so it does not"
+                             " read digits", "test_accuracy": rejector_metadata.get("test_accuracy"),
+                     "command": rejector_metadata.get("command")},
+        "calibration": calibration,
+        "command": command,
+        "test_accuracy": metrics.accuracy,
+        "keras_test_accuracy": metrics.accuracy,
+        "per_class_accuracy": metrics.per_class_recall,
+        "combine_seconds": round(time.perf_counter() - started, 1),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    write_bundle(model, args.output, metadata, x_test, test.labels)
+
+
+def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_synth: dict[str, Any],
+                   command: str) -> None:
+    started = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    from digitrec.trust_train import mnist_splits
+
+    base = keras.models.load_model(args.base / KERAS_FILE, compile=False)
+    train_synth, dropped = drop_unfair_negatives(train_synth, base)
+    val_synth, _ = drop_unfair_negatives(val_synth, base)
+    mnist_train, mnist_val = mnist_splits()
+    if args.limit:
+        mnist_train = type(mnist_train)(mnist_train.images[: args.limit], mnist_train.labels[: args.limit])
+    x_train = np.concatenate([to_model_input(mnist_train.images), train_synth["images"][..., None]])
+    y_train = np.concatenate([mnist_train.labels.astype(np.int64), train_synth["labels"]])
+    x_val = np.concatenate([to_model_input(mnist_val.images), val_synth["images"][..., None]])
+    y_val = np.concatenate([mnist_val.labels.astype(np.int64), val_synth["labels"]])
+    log.info("training on %d crops (%d MNIST), validating on %d", len(y_train), len(mnist_train.labels), len(y_val))
+
+    base_metadata = read_metadata(args.base)
+    model = with_reject_output(base)
+    frozen = freeze_leading_blocks(model, args.freeze)
+    augmentation = AugmentConfig()
+    trainable = wrap_for_training(model, augmentation, args.seed)
+    steps = args.epochs * -(-len(y_train) // 128)
+    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.05)
+    trainable.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
+                      metrics=["categorical_accuracy"], jit_compile=False)
+    # Targets: one-hot, except MNIST's, which are mixed with the base model's own answers (distillation):
+    # the base model is what the 99.7% is made of, and pulling toward it keeps the fine-tune from
+    # trading MNIST accuracy for the new classes.
+    targets = np.eye(NUM_DIGITS + 1, dtype=np.float32)[y_train]
+    if args.distill > 0:
+        teacher = np.asarray(base.predict(x_train[: len(mnist_train.labels)], 512, verbose=0))  # (M, 10)
+        mnist_targets = targets[: len(mnist_train.labels)]
+        mnist_targets[:] = (1 - args.distill) * mnist_targets
+        mnist_targets[:, :NUM_DIGITS] += args.distill * teacher
+    val_targets = np.eye(NUM_DIGITS + 1, dtype=np.float32)[y_val]
+    keep = KeepBest(model, args.cache / "best.weights.h5")
+    fit_started = time.perf_counter()
+    if args.from_weights is not None:  # a run cut short: finish from its best epoch's weights
+        model.load_weights(args.from_weights)
+        keep.best_epoch = args.from_epoch - 1
+        history_values: dict[str, list[float]] = {}
+    else:
+        history = trainable.fit(x_train, targets, validation_data=(x_val, val_targets), batch_size=128,
+                                epochs=args.epochs, shuffle=True, verbose=0, callbacks=[keep])
+        model.set_weights(keep.best_weights)
+        history_values = history.history
+    fit_seconds = time.perf_counter() - fit_started
+
+    val_outputs = np.asarray(model.predict(x_val, batch_size=512, verbose=0))  # (N, 11)
+    calibration = calibrate(val_outputs, y_val)
+    temperature = calibration["temperature"]
 
     test = load_split("test", DataConfig(data_dir=args.data_dir))
     x_test = to_model_input(test.images)
@@ -210,6 +296,8 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
             "schedule": "cosine decay to 5%", "batch_size": 128, "optimizer": "Adam", "seed": args.seed,
             "augmentation": {k: getattr(augmentation, k) for k in augmentation.__dataclass_fields__},
             "frozen_layers": frozen,
+            "distillation": f"MNIST targets = {1 - args.distill:g} x one-hot + {args.distill:g} x the base model's"
+                            " probabilities; synthetic targets one-hot",
             "dropped_negatives": {**dropped, "why": "blank-paper crops are bars/rectangles (a 1 or a 0); fragments"
                                                    " the base model read at >= 0.9 are often whole digits"},
             "head": f"the base's 10-unit softmax copied into an 11-unit one; new row zero weights, bias {NEW_ROW_BIAS}",
@@ -227,7 +315,9 @@ def fit_and_bundle(args: argparse.Namespace, train_synth: dict[str, Any], val_sy
         "keras_test_accuracy": metrics.accuracy,
         "test_n": metrics.n,
         "per_class_accuracy": metrics.per_class_recall,
-        "history": {k: [float(v) for v in values] for k, values in history_values.items()},
+        # The names `digitrec evaluate --report` plots (Keras calls soft-target accuracy categorical_accuracy).
+        "history": {k.replace("categorical_accuracy", "accuracy"): [float(v) for v in values]
+                    for k, values in history_values.items()},
         "training_seconds": round(time.perf_counter() - started, 1),
         "versions": {"digitrec": __version__, "keras": keras.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},

@@ -123,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--workers", type=int, default=2, help="processes generating data (default: 2)")
     parser.add_argument("--data-only", action="store_true", help="make the synthetic data, then stop")
+    parser.add_argument("--distill", type=float, default=0.5,
+                        help="weight of the base model's answers in MNIST targets (default: 0.5)")
     parser.add_argument("--freeze", type=int, default=3, help="leading conv blocks left frozen (default: 3)")
     parser.add_argument("--from-weights", type=Path, default=None,
                         help="skip fitting: load these 11-output weights (a run cut short) and finish")
     parser.add_argument("--from-epoch", type=int, default=0, help="the epoch --from-weights came from")
+    parser.add_argument("--combine", type=Path, default=None,
+                        help="no training: ship --base's digits with this 11-output bundle's not-a-digit output")
     parser.add_argument("--limit", type=int, default=None, help="use only N MNIST training images (smoke runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -137,9 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     val_synth = load_or_make(args.cache / f"val-{args.seed}.npz", True, args.scale / 10, args.seed, args.workers)
     if args.data_only:
         return 0
+    command = " ".join(["python -m digitrec.trust_train", *sys.argv[1:]])
+    if args.combine is not None:
+        from digitrec.trust_fit import combine_and_bundle
+
+        combine_and_bundle(args, val_synth, command)
+        return 0
     from digitrec.trust_fit import fit_and_bundle
 
-    fit_and_bundle(args, train_synth, val_synth, command=" ".join(["python -m digitrec.trust_train", *sys.argv[1:]]))
+    fit_and_bundle(args, train_synth, val_synth, command=command)
     return 0
 
 
