@@ -74,9 +74,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_wheel_installs_into_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
-    """pip install WHEEL (its real core dependencies) -> no TensorFlow, <= 500 MB, predict and serve work,
-    `train` says which extra to install."""
+def test_wheel_installs_into_a_clean_venv(wheel: Path, tmp_path: Path, mnist_dir: Path) -> None:
+    """pip install WHEEL (its real core dependencies) -> no TensorFlow, <= 500 MB; predict, evaluate and serve
+    work; `train` and `evaluate --report` say which extra to install."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python, digitrec = venv / "bin" / "python", venv / "bin" / "digitrec"
@@ -93,6 +93,14 @@ def test_wheel_installs_into_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
                                capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)[0]["number"] == "0684"
+
+    evaluated = subprocess.run([str(digitrec), "evaluate", "--data-dir", str(mnist_dir), "--json"],
+                               capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] > 0.99  # the bundled model, through LiteRT
+    pictures = subprocess.run([str(digitrec), "evaluate", "--data-dir", str(mnist_dir), "--report", "pics"],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert pictures.returncode == 1 and 'pip install "digitrec[report]"' in pictures.stderr, pictures.stderr
 
     trained = subprocess.run([str(digitrec), "train", "--dry-run", "--output", str(tmp_path / "m")],
                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)

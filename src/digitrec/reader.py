@@ -40,7 +40,7 @@ class Reader:
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.classifier: Classifier = load_classifier(model)
+        self.classifier: Classifier = load_classifier(None if model is None else Path(model))
         self.max_pixels = max_pixels
         self._blank: dict[str, Any] | None = None
 

@@ -131,8 +131,8 @@ def read_all(inputs: Iterable[Input], reader: Any, args: argparse.Namespace, job
             in_flight.append(pool.submit(_read_chunk, chunk, args.mode, args.show))
         while in_flight:
             yield from in_flight.popleft().result()
-            chunk = next(chunks, None)
-            if chunk is not None:
+            chunk = next(chunks, [])
+            if chunk:
                 in_flight.append(pool.submit(_read_chunk, chunk, args.mode, args.show))
 
 
