@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_GRACE_S = 5.0  # past the request's own time limit, before its connection is cut
 LINGER_S = 5.0  # after answering before a body was all read: how long its rest is read and dropped
+LINGER_BYTES = 2 << 20  # ... and how much of it (draining 192 refused 10 MB uploads starved the event loop)
 EVICTION_LOG_EVERY_S = 10.0  # one warning per this much time while connections are being evicted
 
 
@@ -92,6 +93,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             self._guard: asyncio.TimerHandle | None = None
             self._guard_closed = False
             self._lingering = False
+            self._lingered = 0
             self._header_bytes = self._parsed_header_bytes = 0
             super().connection_made(transport)
             if not table.opened(self):
@@ -107,8 +109,11 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._lingering:
-                return  # the rest of a body already answered: dropped
+            if self._lingering:  # the rest of a body already answered: dropped, up to a point
+                self._lingered += len(data)
+                if self._lingered > LINGER_BYTES:
+                    self.close_guarded()
+                return
             in_request = self._in_request()
             super().data_received(data)
             if in_request or self.transport.is_closing():
@@ -151,7 +156,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
 
             Closing with unread data makes the kernel reset the connection, and a client still sending
             would see "connection reset" instead of the answer. So: end our side (the answer goes out
-            first), read and drop what still comes for a moment, then close.
+            first), read and drop what still comes for a moment (at most LINGER_BYTES), then close.
             """
             self._lingering = True
             self._disarm()
