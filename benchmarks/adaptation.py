@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -110,14 +111,17 @@ class Server:
         self.log.close()
 
 
-def read_all(base: str, images: list[bytes], workers: int = 4) -> list[int | None]:
+def read_all(base: str, images: list[bytes], workers: int = 3) -> list[int | None]:
     """Each image read through POST /api/v1/predict?mode=digit -> the digit (None: no digit)."""
+    local = threading.local()
+
     def read(data: bytes) -> int | None:
-        with httpx.Client(timeout=30) as client:
-            response = client.post(base + "/api/v1/predict", params={"mode": "digit"},
-                                   files={"file": ("d.jpg", data, "application/octet-stream")})
-            response.raise_for_status()
-            return response.json()["digit"]
+        if not hasattr(local, "client"):  # one keep-alive client per thread (a client per call costs more CPU)
+            local.client = httpx.Client(timeout=60)
+        response = local.client.post(base + "/api/v1/predict", params={"mode": "digit"},
+                                     files={"file": ("d.jpg", data, "application/octet-stream")})
+        response.raise_for_status()
+        return response.json()["digit"]
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(read, images))
@@ -125,6 +129,12 @@ def read_all(base: str, images: list[bytes], workers: int = 4) -> list[int | Non
 
 def error_rate(predicted: list[int | None], labels: np.ndarray) -> float:
     return float(np.mean([p != int(label) for p, label in zip(predicted, labels, strict=True)]))
+
+
+def misread_rate(predicted: list[int | None], labels: np.ndarray) -> float:
+    """Errors among the digits the pipeline found (a faint pencil digit found nowhere is not the model's)."""
+    found = [(p, int(label)) for p, label in zip(predicted, labels, strict=True) if p is not None]
+    return float(np.mean([p != label for p, label in found])) if found else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -137,8 +147,9 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
     images, labels = stream
     wrong = [i for i, (p, label) in enumerate(zip(stream_read, labels, strict=True)) if p != int(label)]
     if len(wrong) < n:
-        raise SystemExit(f"the stream holds only {len(wrong)} misread digits; N={n} needs a longer --stream")
+        print(f"N={n}: the stream holds only {len(wrong)} misread digits; using them all", flush=True)
     picked = wrong[:n]
+    n = len(picked)
     server = Server(folder)
     try:
         with httpx.Client(base_url=server.base, timeout=60) as client:  # 2. corrections through the API
@@ -164,6 +175,8 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
     return {"n": n, "promoted": promoted, "exit_code": done.returncode, "finetune_wall_s": round(seconds, 1),
             "finetune_cpu_s": round(cpu, 1), "swap_s": None if swap_s is None else round(swap_s, 2),
             "writer_error_after": None if after is None else error_rate(after, evaluation[1]),
+            "writer_misread_after": None if after is None else misread_rate(after, evaluation[1]),
+            "outcome": "promoted" if promoted else ("too few" if done.returncode == 1 else "refused"),
             "figures": figures, "stderr_tail": done.stderr[-600:] if not promoted else ""}
 
 
@@ -226,7 +239,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[25, 50, 100, 200], help="corrections per run")
     parser.add_argument("--style", default="pencil", choices=sorted(real_images.CONDITIONS),
                         help="how the writer's digits are drawn and photographed (default: pencil)")
-    parser.add_argument("--stream", type=int, default=4400, help="digits the corrections come from (default: 4400)")
+    parser.add_argument("--stream", type=int, default=4600, help="digits the corrections come from (default: 4600)")
+    parser.add_argument("--others", type=int, default=2000, help="the writer's other digits measured (default: 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST (default: SHARED/mnist)")
@@ -240,54 +254,60 @@ def main() -> int:
 
     images, labels = writer_digits(args.shared, args.style, args.seed)
     stream = (images[: args.stream], labels[: args.stream])
-    evaluation = (images[args.stream:], labels[args.stream:])
+    evaluation = (images[args.stream: args.stream + args.others], labels[args.stream: args.stream + args.others])
     print(f"writer: {len(images)} USPS digits, style {args.style!r}; stream {len(stream[1])},"
           f" other digits {len(evaluation[1])}", flush=True)
     with tempfile.TemporaryDirectory(prefix="digitrec-adaptation-") as temp:
         work = Path(temp)
-        cache = args.cache_dir / f"before-{args.style}-{args.seed}-{args.stream}.json" if args.cache_dir else None
-        if cache is not None and cache.is_file():  # the base model's reading of the same digits, from a run before
-            saved = json.loads(cache.read_text())
-            stream_read, before = saved["stream_read"], saved["before"]
+        name = f"before-{args.style}-{args.seed}-{args.stream}-{args.others}.json"
+        cache = args.cache_dir / name if args.cache_dir else None
+        saved = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+        if "before_misread" in saved:  # the base model's reading of the same digits, from a run before
+            stream_read, before, before_misread = saved["stream_read"], saved["before"], saved["before_misread"]
         else:
             (work / "base").mkdir()
             base = Server(work / "base")
             try:  # 0. what the model answers before anything is learnt (the stream decides what gets corrected)
-                stream_read = read_all(base.base, stream[0])
-                before = error_rate(read_all(base.base, evaluation[0]), evaluation[1])
+                stream_read = saved.get("stream_read") or read_all(base.base, stream[0])
+                others_read = read_all(base.base, evaluation[0])
+                before = error_rate(others_read, evaluation[1])
+                before_misread = misread_rate(others_read, evaluation[1])
             finally:
                 base.stop()
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps({"stream_read": stream_read, "before": before}))
-        print(f"before: writer's other digits error {100 * before:.2f}%; stream misreads"
+                cache.write_text(json.dumps({"stream_read": stream_read, "before": before,
+                                             "before_misread": before_misread}))
+        print(f"before: writer's other digits error {100 * before:.2f}% (misread where a digit was found:"
+              f" {100 * before_misread:.2f}%); stream misreads"
               f" {sum(p != int(t) for p, t in zip(stream_read, stream[1], strict=True))}", flush=True)
         runs = []
         for n in args.n:
             run = one_run(n, stream, stream_read, evaluation, args, work)
-            run["writer_error_before"] = before
+            run["writer_error_before"], run["writer_misread_before"] = before, before_misread
             runs.append(run)
             print(json.dumps(run), flush=True)
+        from digitrec.bundle import default_bundle_dir
+
         tuned = [work / f"n{run['n']}" / "tuned" for run in runs if run["promoted"]]
-        swap = None
-        if tuned:
-            probe = evaluation[0][0]
-            from digitrec.bundle import default_bundle_dir
+        if not tuned:  # every run refused: swap between the bundled model and a copy marked as another version
+            shutil.copytree(default_bundle_dir(), work / "copy")
+            tuned = [work / "copy"]
+        swap = swap_under_load([default_bundle_dir(), tuned[-1]], evaluation[0][0], args.swap_seconds, work)
+        print(json.dumps({"swap_under_load": swap}), flush=True)
 
-            swap = swap_under_load([default_bundle_dir(), tuned[-1]], probe, args.swap_seconds, work)
-            print(json.dumps({"swap_under_load": swap}), flush=True)
-
-    print("\n| N corrections | writer error before | after | reduction | MNIST test before | after | drop (pt) "
-          "| held-out corr. before -> after | gate | fine-tune wall / CPU s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for run in runs:
+    print("\n| N corrections | writer error before | after | reduction | misread before | after | MNIST test before"
+          " | after | drop (pt) | held-out corr. before -> after | gate | fine-tune wall / CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in sorted(runs, key=lambda run: run["n"]):
         f = run["figures"]
-        after = run["writer_error_after"]
+        after, misread = run["writer_error_after"], run["writer_misread_after"]
         reduction = f"{before / after:.1f}x" if after else ("inf" if after == 0 else "-")
         print(f"| {run['n']} | {100 * before:.2f}% | {'-' if after is None else f'{100 * after:.2f}%'} | {reduction}"
+              f" | {100 * before_misread:.2f}% | {'-' if misread is None else f'{100 * misread:.2f}%'}"
               f" | {f.get('mnist_test_before', float('nan')):.4f} | {f.get('mnist_test_after', float('nan')):.4f}"
               f" | {f.get('mnist_drop_points', float('nan')):.2f} | {f.get('held_out_before', float('nan')):.3f} ->"
-              f" {f.get('held_out_after', float('nan')):.3f} | {'passed' if run['promoted'] else 'refused'}"
+              f" {f.get('held_out_after', float('nan')):.3f} | {run['outcome']}"
               f" | {run['finetune_wall_s']} / {run['finetune_cpu_s']} |")
     if swap:
         print(f"\nhot swap under load: {swap['requests']} requests, {swap['failed']} failed, {swap['swaps']} swaps"
