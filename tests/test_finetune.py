@@ -62,7 +62,7 @@ def test_finetune_learns_planted_corrections_and_promotes(tmp_path: Path, mnist_
     # a normal bundle with its lineage, served by LiteRT, and now the active version
     metadata = json.loads((tmp_path / "tuned" / "model.json").read_text())
     lineage = metadata["lineage"]
-    assert lineage["corrections"] == 250 and lineage["base_version"] is None
+    assert lineage["corrections"] == (253 if has_reject_output else 250) and lineage["base_version"] is None
     assert lineage["store_snapshot"].startswith("253-253-")
     assert metadata["test_accuracy"] == figures["mnist_test_after"]
     held_out = np.array([i for i in range(250) if is_held_out(i + 1)])  # ids start at 1

@@ -143,6 +143,16 @@ def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> floa
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
 
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer, including those inside nested models (the bundled 11-output model nests two)."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found.extend(all_layers(layer))
+    return found
+
+
 def synthetic_negatives(count: int, seed: int, digits: np.ndarray) -> np.ndarray:
     """(count, 28, 28) uint8 non-digits, as the pipeline renders them (for 11-output models); `digits`
     (N, 28, 28) uint8 MNIST images supply the digit fragments."""
@@ -221,7 +231,7 @@ def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = Fine
     epochs = [epoch_mix(data, (replay_images, replay_labels), config, rng) for _ in range(train_config.epochs)]
     steps = math.ceil(len(epochs[0][1]) / train_config.batch_size)
     if config.freeze_batch_norm:
-        for layer in model.layers:
+        for layer in all_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     trainable = (wrap_for_training(model, train_config.augmentation, train_config.seed)
