@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +53,10 @@ class ServerSettings:
         """`max_connections`, or what the process's open-file limit leaves room for (files, model, threads)."""
         if self.max_connections:
             return self.max_connections
+        try:
+            import resource  # POSIX only
+        except ImportError:
+            return 1024
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return 4096
