@@ -130,7 +130,8 @@ def test_none_corrections_train_the_not_a_digit_output(tmp_path: Path, mnist_dir
     plant(tmp_path / "store.db", images[1500:1560], [str(label) for label in labels[1500:1560]])
     config = default_config(epochs=3, limit=2000, data=DataConfig(data_dir=mnist_dir), test_limit=500,
                             learning_rate=3e-3, replay=600)
-    config = FinetuneConfig(**{**config.__dict__, "negative_replay": 40, "max_mnist_drop": 1.0})
+    config = FinetuneConfig(**{**config.__dict__, "negative_replay": 40, "max_mnist_drop": 1.0,
+                               "correction_share": 0.4})
     with open_store(str(tmp_path / "store.db")) as store:
         result = finetune(store, tmp_path / "tuned", config, base=tmp_path / "base.keras")
     assert result.figures["skipped_none"] == 0
