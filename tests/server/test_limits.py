@@ -397,3 +397,23 @@ def test_oversized_headers_are_refused(live_server: str) -> None:
         except (ValueError, IndexError, ConnectionError):
             pass  # closed without an answer: also refused
         assert closed_within(sock, 2)
+
+
+def test_small_images_are_not_queued_behind_big_ones(slow_server: Any, digit_png: Any) -> None:
+    """Big uploads run on at most threads - 1 threads and wait in their own queue: a digit drawn on the
+    page is read at once while photos keep the other thread busy."""
+    url, classifier = slow_server(1.5, inference_threads=2)
+    photo = Image.open(io.BytesIO(digit_png(1))).convert("RGB").resize((1200, 1000))
+    buffer = io.BytesIO()
+    photo.save(buffer, "BMP")  # ~3.6 MB: the big lane
+    big = buffer.getvalue()
+    floods = [in_background(lambda: httpx.post(url + PREDICT, files={"file": ("b.bmp", big)}, timeout=30))
+              for _ in range(3)]
+    time.sleep(0.5)
+    assert classifier.running == 1  # three big ones queued, one running: the other thread stays free
+    started = time.monotonic()
+    classifier.slow = False
+    assert post_digit(url, digit_png(7)).status_code == 200
+    assert time.monotonic() - started < 1.0
+    for thread, _ in floods:
+        thread.join(30)

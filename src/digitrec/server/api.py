@@ -15,6 +15,7 @@ from digitrec import __version__
 from digitrec.bundle import INPUT_FORMAT
 from digitrec.recognize import Recognition, recognize
 from digitrec.runtime import Classifier, LiteRTClassifier
+from digitrec.server.admission import is_big
 from digitrec.server.deps import AdmissionDep, ServedModelDep, SettingsDep
 from digitrec.server.schemas import DigitPrediction, ErrorResponse, Mode, ModelInfo, PredictResponse
 from digitrec.server.upload import declared_length, read_image_bytes
@@ -63,8 +64,9 @@ async def predict(
         deadline = getattr(request.state, "deadline", time.monotonic() + settings.request_timeout_s)
         reply.headers["X-Model-Version"] = served.version or "unversioned"  # the registry version answering
         run = partial(recognize, data, served.classifier, mode.value, max_pixels=settings.max_pixels)
+        big = is_big(data)
         del data  # the worker holds the bytes now (and the upload budget until it is done with them)
-        recognition = await admission.run(run, deadline=deadline, holding=upload)
+        recognition = await admission.run(run, deadline=deadline, holding=upload, big=big)
     finally:
         upload.release()
     response = to_response(recognition, with_images=images)
