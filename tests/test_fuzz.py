@@ -68,9 +68,11 @@ def check_recognition(result: Recognition, width: int | None = None, height: int
     if not result.digits:
         assert result.digit is None and result.number is None and result.confidence is None
     else:
-        assert result.number == "".join(str(digit.digit) for digit in result.digits)
+        assert "".join(line.text for line in result.lines) == "".join(str(digit.digit) for digit in result.digits)
+        assert result.number == (result.lines[0].text if len(result.lines) == 1 else None)
         assert result.digit == (result.digits[0].digit if len(result.digits) == 1 else None)
-        assert result.confidence == pytest.approx(math.prod(digit.confidence for digit in result.digits))
+        # the digits' confidences multiplied, times the segmentation's certainty (<= 1)
+        assert 0 <= result.confidence <= math.prod(digit.confidence for digit in result.digits) + 1e-9
     for digit in result.digits:
         assert 0 <= digit.digit <= 9
         x, y, w, h = digit.box

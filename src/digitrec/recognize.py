@@ -1,8 +1,15 @@
-"""Read the digit or number in an image: decode -> find ink -> segment -> render 28x28 -> classify.
+"""Read the digits in an image: decode -> find ink -> rows and digits -> cut touching ones -> classify -> decide.
 
-The glue between `imageio`, `preprocess`, `segment` and a `runtime.Classifier`, shared by the CLI and the
-web server. All digit crops of one image (and the alternative readings of touching digits) go to the
-classifier in one batch.
+The glue between `imageio`, `preprocess`, `segment`, `split` and a `runtime.Classifier`, shared by the CLI,
+the web server and the Python API. All crops of one image -- every piece of every way of cutting touching
+digits, and the alternative readings -- go to the classifier in one batch; then, per group of touching
+digits, the best and second-best ways of cutting it are found (their margin is the segmentation's doubt),
+crops the model says are not digits are rejected, and each row is read left to right.
+
+What an answer says (`Recognition.reason`): None (a plain answer), "no_ink" (nothing found), "not_a_digit"
+(ink found, all of it rejected), "several_digits" (digit mode, but several digits are there: answer
+flagged), "several_lines" (rows > 1: `number` is null, read `lines`), "unsure" (answer flagged).
+Thresholds come from the model (`runtime.decision_thresholds`), so a retrained model carries its own.
 """
 
 from __future__ import annotations
@@ -17,24 +24,34 @@ import numpy as np
 
 from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
 from digitrec.preprocess import InkMap, find_ink, render_digit
-from digitrec.runtime import Classifier
+from digitrec.runtime import Classifier, Thresholds, classify, decision_thresholds
 from digitrec.segment import Group, Segmentation, group_mask, merge_groups, segment_ink, split_group
+from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MAX_DIGITS", "MODES", "DigitResult", "Line", "Recognition", "recognize", "split_group"]
+
 MODES = ("auto", "digit", "number")
-MAX_DIGITS = 32  # bound the work one image can cause
-# Below this top probability a digit is flagged as unsure. Measured, not guessed: benchmarks/real_images.py
-# (our pipeline, single-digit USPS renderings pooled). Seed model, seed 0, 9,000 digits: 0.90 flags 5.8% and
-# catches 77% of the errors (0.80: 3.8% / 61%; 0.95: 7.9% / 83%). Bundled model, fresh renderings (seed 1,
-# 3,000 digits): 0.90 flags 1.4% and catches 57% (0.80: 1.0% / 54%; 0.95: 1.7% / 60%): it is surer when
-# right, and its remaining errors are mostly confident ones, which no threshold separates.
-LOW_CONFIDENCE = 0.90
-# A group wider than this (width / height) may be touching digits: try cutting it.
-SPLIT_ASPECT = 1.0
-DIGIT_ASPECT = 0.6  # a typical handwritten digit's width / height, to guess how many touch
+MAX_DIGITS = 32  # bound the work one image can cause; a reading cut here says `truncated`
+MAX_CROPS = 600  # bound the crops one image sends to the classifier (pieces of touching digits)
+# The default low-confidence threshold (a model's model.json may set its own: `decision_thresholds`).
+# Measured with benchmarks/real_images.py on fresh renderings: 0.90 flags 1.4% of the bundled model's single
+# digits and catches 57% of its errors; the rest are confident mistakes no threshold separates.
+LOW_CONFIDENCE = Thresholds().low_confidence
+SPLIT_ASPECT = 0.75  # a group wider than this (width / height) may be touching digits: try cutting it ...
+CONTEXT_GROUPS = 3  # ... and, in an image of at least this many groups, ...
+CONTEXT_WIDER = 1.4  # ... only if it is this much wider than their median
 MERGE_ASPECT = 1.1  # pieces whose union is narrower than this (width / height) may be one digit
-SPLIT_MARGIN = 0.05  # each cut must raise the (geometric mean) confidence by this much
+# How a piece of a group is scored (log space, added over the pieces of a reading):
+DIGIT_COST = 0.3  # each extra digit of a reading costs this (log units): cutting one digit in two is never free
+WIDE_ASPECT = 1.45  # a piece wider than this (x its group's height) is likely two digits read as one ...
+WIDE_COST = 2.0  # ... and pays this much per unit of aspect beyond it
+NARROW_ASPECT = 0.4  # a piece narrower than this that is not read as a 1 is likely a fragment ...
+ONE_HEIGHT = 0.8  # ... and so is a 1 shorter than this (x its group's height) ...
+FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
+# The segmentation's certainty is a logistic of the margin between the best and second-best readings:
+SEGMENTATION_TEMPERATURE = 0.1  # a margin of 0.1 (log units) -> 73%, 0.3 -> 95%, 0.5 -> 99%
 
 
 @dataclass(frozen=True)
@@ -47,29 +64,49 @@ class DigitResult:
     probabilities: tuple[float, ...]  # 10
     image: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
     low_confidence: bool
+    not_digit: float = 0.0  # the model's probability that this crop is not a digit
 
     def to_json(self) -> dict[str, Any]:
         return {"digit": self.digit, "confidence": self.confidence, "box": list(self.box),
-                "probabilities": list(self.probabilities), "low_confidence": self.low_confidence}
+                "probabilities": list(self.probabilities), "low_confidence": self.low_confidence,
+                "not_digit": self.not_digit}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One row of digits, read left to right."""
+
+    text: str
+    digits: tuple[int, ...]  # indices into `Recognition.digits`
+    box: tuple[int, int, int, int]  # x, y, w, h in the original image's pixels: the union of its digits
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "digits": list(self.digits), "box": list(self.box)}
 
 
 @dataclass(frozen=True)
 class Recognition:
-    """What an image holds: one digit, a number, or nothing ("no digit": `digits == ()`)."""
+    """What an image holds: one digit, a number, rows of digits, or nothing ("no digit": `digits == ()`)."""
 
     digit: int | None  # the digit when exactly one was read
-    number: str | None  # all digits read, left to right
-    confidence: float | None  # the product of the digits' confidences
-    digits: tuple[DigitResult, ...]
+    number: str | None  # the single row's digits, left to right; None when none, or several rows
+    confidence: float | None  # the digits' confidences multiplied, times the segmentation's certainty
+    digits: tuple[DigitResult, ...]  # all digits read, row by row, each row left to right
     mode: str  # the mode actually used: "digit" or "number"
     width: int  # of the decoded image
     height: int
     steps: dict[str, Any]  # JSON-able record of what preprocessing found and did
+    reason: str | None = None  # None, "no_ink", "not_a_digit", "several_digits", "several_lines", "unsure"
+    lines: tuple[Line, ...] = ()  # the rows, top to bottom
+    truncated: bool = False  # the reading was cut at MAX_DIGITS
+    low_confidence: bool = True  # the answer should not be trusted as it is (always so when nothing was read)
 
     def to_json(self) -> dict[str, Any]:
         return {"digit": self.digit, "number": self.number, "confidence": self.confidence,
                 "digits": [digit.to_json() for digit in self.digits], "mode": self.mode,
-                "width": self.width, "height": self.height, "steps": self.steps}
+                "width": self.width, "height": self.height, "reason": self.reason,
+                "lines": [line.to_json() for line in self.lines], "truncated": self.truncated,
+                "low_confidence": self.low_confidence, "steps": self.steps}
 
 
 def as_grey(image: np.ndarray) -> np.ndarray:
@@ -104,25 +141,6 @@ def original_box(group: Group, scale: float, shape: tuple[int, int]) -> tuple[in
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
-def candidate_readings(segmentation: Segmentation, mode: str) -> list[list[tuple[Group, ...]]]:
-    """For each group, its alternative readings: uncut first, then cut into 2, 3... touching digits."""
-    groups = segmentation.groups
-    if mode == "digit":
-        return [[(merge_groups(groups),)]]
-    readings = []
-    for group in groups[:MAX_DIGITS]:
-        options: list[tuple[Group, ...]] = [(group,)]
-        _, _, w, h = group.box
-        if w > SPLIT_ASPECT * h:
-            most = min(5, max(2, round(w / (DIGIT_ASPECT * h))))
-            for parts in range(2, most + 1):
-                pieces = split_group(segmentation, group, parts)
-                if len(pieces) == parts:
-                    options.append(pieces)
-        readings.append(options)
-    return readings
-
-
 def looks_like_one_digit(groups: tuple[Group, ...]) -> bool:
     """2-3 groups that may be one digit with broken strokes (a 5's detached bar, a 4 with a gap).
 
@@ -138,72 +156,196 @@ def looks_like_one_digit(groups: tuple[Group, ...]) -> bool:
     return width <= MERGE_ASPECT * height and max(gaps) <= 0.25 * height and shortest < 0.75 * height
 
 
+
+@dataclass(frozen=True)
+class Choice:
+    """One digit of the reading: its crop's row in the batch, and the piece it is."""
+
+    at: int
+    piece: Group
+
+
+def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: int) -> tuple[list[Piece], int]:
+    """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups are one piece."""
+    x, y, w, h = group.box
+    if not cut or w <= SPLIT_ASPECT * h or max_cuts <= 0:
+        return [Piece(0, 1, group)], 2
+    mask = group_mask(segmentation, group)[y : y + h, x : x + w]  # (h, w)
+    cuts = cut_paths(mask, max_cuts=max_cuts)
+    return lattice_pieces(mask, group, cuts), len(cuts) + 2
+
+
+def piece_scores(pieces: list[Group], heights: list[int], probabilities: np.ndarray,
+                 not_digit: np.ndarray) -> np.ndarray:
+    """(n,) how good each crop is as one digit, in log units: the classifier's confidence, its belief that
+    the crop is a digit at all, and the shape: a crop much wider than its row is tall holds two digits; a
+    narrow one that is not a 1, or a 1 shorter than its row, is a fragment (a cut through a 0 or a 6)."""
+    confidence = probabilities.max(axis=1)
+    ones = probabilities.argmax(axis=1) == 1
+    reference = np.maximum(1, np.array(heights, np.float64))
+    aspect = np.array([piece.box[2] for piece in pieces]) / reference
+    tall = np.array([piece.box[3] for piece in pieces]) / reference
+    shape = (WIDE_COST * np.maximum(0.0, aspect - WIDE_ASPECT)
+             + FRAGMENT_COST * np.where(ones, np.maximum(0.0, ONE_HEIGHT - tall),
+                                        np.maximum(0.0, NARROW_ASPECT - aspect)))
+    return np.log(np.maximum(confidence, 1e-9)) + np.log(np.maximum(1.0 - not_digit, 1e-9)) - shape
+
+
+def no_answer(reason: str, mode: str, grey: np.ndarray, steps: dict[str, Any], truncated: bool = False) -> Recognition:
+    used = "number" if mode == "number" else "digit"
+    height, width = grey.shape
+    return Recognition(None, None, None, (), used, width, height, {**steps, "result": reason.replace("_", " ")},
+                       reason=reason, lines=(), truncated=truncated, low_confidence=True)
+
+
 def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "auto", *,
               max_pixels: int = DEFAULT_MAX_PIXELS) -> Recognition:
     """Read an image (file bytes, or an array as `as_grey` takes) -> `Recognition`.
 
-    mode: "digit" reads all the ink as one digit (the original's use); "number" reads a row of digits;
-    "auto" reads a number when it finds several digits side by side, else a digit.
-    Bytes that are not a usable image raise `imageio.ImageError` subclasses.
+    mode: "digit" reads all the ink as one digit (the original's use), flagged "several_digits" when it
+    sees more; "number" reads rows of digits; "auto" reads a number when it finds several digits, else a
+    digit. Bytes that are not a usable image raise `imageio.ImageError` subclasses.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     grey = decode_image(image, max_pixels=max_pixels) if isinstance(image, bytes | bytearray) else as_grey(image)
-    height, width = grey.shape
-    # 1. ink, 2. digit groups
+    thresholds = decision_thresholds(classifier)
+    # 1. ink, 2. rows of digit groups
     ink = find_ink(grey)
     segmentation = segment_ink(ink)
-    steps: dict[str, Any] = {**ink.steps, "groups": len(segmentation.groups),
+    steps: dict[str, Any] = {**ink.steps, "groups": len(segmentation.groups), "rows": len(segmentation.rows),
                              "lines_removed": segmentation.lines_removed,
                              "specks_removed": segmentation.specks_removed}
     if not segmentation.groups:
-        used = "number" if mode == "number" else "digit"
-        return Recognition(None, None, None, (), used, width, height, {**steps, "result": "no digit"})
-    # 3. every alternative reading's crops, rendered and classified in one batch
-    readings = candidate_readings(segmentation, mode)
-    if mode == "auto" and looks_like_one_digit(segmentation.groups):
+        # A few stray pixels are "no ink"; a tap, a fill, noise or edges that were all discarded are "not a digit".
+        return no_answer("not_a_digit" if int(ink.mask.sum()) >= 25 else "no_ink", mode, grey, steps)
+    rows, truncated = cap_rows(segmentation.rows)
+    # 3. every piece of every way of reading each group, rendered and classified in one batch
+    plans: list[tuple[list[Piece], int]] = []
+    budget = MAX_CROPS
+    # Among several groups, most are single digits: a group no wider than they are is one too.
+    every = list(itertools.chain.from_iterable(rows))
+    typical = float(np.median([g.box[2] / g.box[3] for g in every])) if len(every) >= CONTEXT_GROUPS else 0.0
+    for row in rows:
+        for group in row:
+            _, _, w, h = group.box
+            cut = budget > 0 and w / h > CONTEXT_WIDER * typical
+            plan = plan_group(segmentation, group, cut, min(40, round(4 * w / max(1, h)) + 2))
+            budget -= len(plan[0])
+            plans.append(plan)
+    crops = [piece.group for pieces, _ in plans for piece in pieces]
+    heights = [group.box[3] for group, (pieces, _) in zip(itertools.chain.from_iterable(rows), plans, strict=True)
+               for _ in pieces]
+    single = rows[0] if len(rows) == 1 else ()
+    merge_option = mode != "number" and looks_like_one_digit(single)
+    whole = merge_groups(segmentation.groups) if mode == "digit" or merge_option else None
+    if whole is not None:
+        crops.append(whole)
+        heights.append(whole.box[3])
+    rendered = [render_piece(grey, ink, segmentation, crop) for crop in crops]
+    scores = classify(classifier, np.stack([image for image, _ in rendered]))
+    score = piece_scores(crops, heights, scores.probabilities, scores.not_digit)
+    # 4. per group, the best way of cutting it; its margin over the second best is the segmentation's doubt
+    read_rows: list[list[Choice]] = []
+    margins: list[float] = []
+    start = 0
+    plan_iter = iter(plans)
+    for row in rows:
+        chosen: list[Choice] = []
+        for _group in row:
+            pieces, nodes = next(plan_iter)
+            taken, best, second = best_readings(pieces, score[start : start + len(pieces)], nodes, DIGIT_COST)
+            if not taken:  # cannot happen (the whole group is always a piece); read it whole
+                taken, best, second = [len(pieces) - 1], 0.0, -math.inf
+            chosen += [Choice(start + index, pieces[index].group) for index in taken]
+            if second > -math.inf:
+                margins.append(best - second)
+            start += len(pieces)
+        read_rows.append(chosen)
+    several = sum(len(row) for row in read_rows) > 1
+    if merge_option:
         # A few pieces that together are digit-shaped may be one digit with broken strokes: let the
         # classifier choose between "several digits" and "one digit" as it does for cuts.
-        readings = [[segmentation.groups, (merge_groups(segmentation.groups),)]]
-    pieces = [piece for options in readings for option in options for piece in option]
-    rendered = [render_piece(grey, ink, segmentation, piece) for piece in pieces]
-    probabilities = classifier.predict_proba(np.stack([image for image, _ in rendered]))  # (N, 10)
-    # 4. per group, the reading the classifier is surest of
-    chosen = []
-    for at, piece in choose_readings(readings, probabilities):
-        image, render_steps = rendered[at]
-        chosen.append((render_steps, probabilities[at], image, original_box(piece, ink.scale, grey.shape)))
-    chosen = chosen[:MAX_DIGITS]
-    digits = tuple(
-        DigitResult(int(np.argmax(probs)), float(np.max(probs)), box,
-                    tuple(float(p) for p in probs), image, bool(np.max(probs) < LOW_CONFIDENCE))
-        for _, probs, image, box in chosen
-    )
+        separate = float(sum(score[choice.at] for choice in read_rows[0])) - DIGIT_COST * (len(read_rows[0]) - 1)
+        merged = float(score[-1])
+        margins.append(abs(merged - separate))
+        if merged > separate:
+            read_rows, several = [[Choice(len(crops) - 1, whole)]], False
+    if mode == "digit":
+        assert whole is not None
+        read_rows, margins = [[Choice(len(crops) - 1, whole)]], []
+    certainty = 1.0 / (1.0 + math.exp(-min(margins, default=math.inf) / SEGMENTATION_TEMPERATURE)) \
+        if margins else 1.0
+    # 5. reject what the model says is not a digit
+    rejected = sum(1 for row in read_rows for choice in row if scores.not_digit[choice.at] >= thresholds.not_digit)
+    read_rows = [[choice for choice in row if scores.not_digit[choice.at] < thresholds.not_digit]
+                 for row in read_rows]
+    read_rows = [row for row in read_rows if row]
+    steps.update(crops=len(crops), rejected=rejected, segmentation_certainty=round(certainty, 4))
+    if not read_rows:
+        return no_answer("not_a_digit", mode, grey, steps, truncated)
+    kept: list[list[Choice]] = []
+    count = 0
+    for row in read_rows:  # the digit limit, row by row
+        if count + len(row) > MAX_DIGITS:
+            row, truncated = row[: MAX_DIGITS - count], True
+        if row:
+            kept.append(row)
+            count += len(row)
+    return assemble(kept, scores.probabilities, scores.not_digit, rendered, ink, grey, mode, thresholds,
+                    certainty, several and mode == "digit", truncated, steps)
+
+
+def cap_rows(rows: tuple[tuple[Group, ...], ...]) -> tuple[list[tuple[Group, ...]], bool]:
+    """At most MAX_DIGITS groups, row by row (each group is at least one digit); True when cut."""
+    capped, count = [], 0
+    for row in rows:
+        room = MAX_DIGITS - count
+        if room <= 0:
+            return capped, True
+        capped.append(row[:room])
+        count += len(capped[-1])
+        if len(row) > room:
+            return capped, True
+    return capped, False
+
+
+def assemble(rows: list[list[Choice]], probabilities: np.ndarray, not_digit: np.ndarray,
+             rendered: list[tuple[np.ndarray, dict[str, Any]]], ink: InkMap, grey: np.ndarray, mode: str,
+             thresholds: Thresholds, certainty: float, several_digits: bool, truncated: bool,
+             steps: dict[str, Any]) -> Recognition:
+    """The chosen crops, row by row -> the `Recognition` with its lines, flags and reason."""
+    height, width = grey.shape
+    digits: list[DigitResult] = []
+    lines: list[Line] = []
+    render_steps = []
+    for row in rows:
+        indices = []
+        for choice in row:
+            probs = probabilities[choice.at]
+            confidence = float(np.max(probs))
+            indices.append(len(digits))
+            digits.append(DigitResult(
+                int(np.argmax(probs)), confidence, original_box(choice.piece, ink.scale, grey.shape),
+                tuple(float(p) for p in probs), rendered[choice.at][0], confidence < thresholds.low_confidence,
+                float(not_digit[choice.at])))
+            render_steps.append(rendered[choice.at][1])
+        boxes = [digits[index].box for index in indices]
+        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+        lines.append(Line("".join(str(digits[index].digit) for index in indices), tuple(indices),
+                          (x0, y0, x1 - x0, y1 - y0)))
+    steps["render"] = render_steps  # per digit read
+    confidence = float(np.prod([digit.confidence for digit in digits])) * certainty
+    unsure = (any(digit.low_confidence for digit in digits) or certainty < thresholds.low_confidence
+              or several_digits)
+    reason = ("several_digits" if several_digits else "several_lines" if len(lines) > 1
+              else "unsure" if unsure else None)
     used = mode if mode != "auto" else ("digit" if len(digits) == 1 else "number")
-    confidence = float(np.prod([digit.confidence for digit in digits]))
-    number = "".join(str(digit.digit) for digit in digits)
-    steps["render"] = [render_steps for render_steps, _, _, _ in chosen]  # per digit read
-    return Recognition(digits[0].digit if len(digits) == 1 else None, number, confidence, digits, used,
-                       width, height, steps)
-
-
-def choose_readings(readings: list[list[tuple[Group, ...]]],
-                    probabilities: np.ndarray) -> list[tuple[int, Group]]:
-    """For each group's alternatives, keep the one with the best geometric-mean confidence, less a margin
-    per extra digit; returns (row in `probabilities`, piece) for every digit kept, left to right."""
-    kept: list[tuple[int, Group]] = []
-    index = 0
-    for options in readings:
-        best, best_score, best_start = 0, -np.inf, index
-        for number, option in enumerate(options):
-            confidences = probabilities[index : index + len(option)].max(axis=1)
-            score = float(np.exp(np.log(np.maximum(confidences, 1e-9)).mean()))
-            score -= SPLIT_MARGIN * (len(option) - 1)  # each extra digit must earn its keep
-            if score > best_score:
-                best, best_score, best_start = number, score, index
-            index += len(option)
-        kept += [(best_start + offset, piece) for offset, piece in enumerate(options[best])]
-    return kept
+    number = lines[0].text if len(lines) == 1 else None
+    return Recognition(digits[0].digit if len(digits) == 1 else None, number, confidence, tuple(digits), used,
+                       width, height, steps, reason=reason, lines=tuple(lines), truncated=truncated,
+                       low_confidence=unsure)
 
 
 def render_piece(grey: np.ndarray, ink: InkMap, segmentation: Segmentation,

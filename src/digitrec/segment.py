@@ -1,16 +1,22 @@
-"""Find the digits in an ink mask: a row of them, left to right, each with its box and its own pixels.
+"""Find the digits in an ink mask: rows of them, top to bottom, each row left to right, each digit with its
+box and its own pixels.
 
 Works on `preprocess.InkMap.mask` (analysis resolution), pure numpy/OpenCV:
 
 1. faint ruled lines (thin or faint runs spanning the page) are removed, and the strokes that crossed
    them are mended;
-2. connected components; specks (tiny next to the largest) are dropped;
-3. fragments of one digit are merged when they overlap horizontally (a 5's detached bar, a broken
-   stroke, the pieces of a 4);
-4. groups far shorter than the tallest (dots, dashes, noise) and solid blobs are dropped.
+2. connected components; specks (tiny next to the largest) and paper edges (thin strips along the
+   image's border, as a filled canvas leaves once inverted) are dropped;
+3. rows: the components of digit height are clustered by their vertical extent (two components are in
+   one row when they overlap vertically by half the shorter one's height, transitively), and the small
+   ones (a 5's bar, a dot) join the row they sit in; nothing is ever merged across rows;
+4. in each row, fragments of one digit are merged when they overlap horizontally (a 5's detached bar, a
+   broken stroke, the pieces of a 4);
+5. groups far shorter than their row's tallest (dots, dashes), solid blobs and dots (a tap), and
+   scattered noise are dropped.
 
-Touching digits stay one group here; `split_group` offers cuts at the column-projection minima and the
-recogniser keeps the reading the classifier is surer of.
+Touching digits stay one group here; `digitrec.split` offers cut paths through them and the recogniser
+keeps the reading the classifier is surest of.
 """
 
 from __future__ import annotations
@@ -28,26 +34,40 @@ SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
 MIN_DIGIT_HEIGHT = 0.35  # a group under 35% of the tallest group's height is not a digit of the row
 MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
 MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
-RULED_LINE_SPAN = 0.6  # long runs in one band of rows over 60% of the width may be a ruled line
+RULED_LINE_SPAN = 0.45  # long runs in one band of rows over 45% of the width may be a ruled line (its
+# far end may fade into the lighting: the bundled ruled-ballpoint example keeps only 56% of its line)
 MAX_INK_FRACTION = 0.5  # more "ink" than paper: noise or a photo of something else, not writing
+
+
+NOISE_COMPONENTS = 8  # a group of this many components whose largest holds under half its ink: scattered noise
+MAX_KEPT_COMPONENTS = 250  # more digit-sized components than this in one image: noise, not writing
+BLOB_THICKNESS = 0.7  # a group whose thickest stroke is this much of its longer side is a dot or a blob
+ROW_OVERLAP = 0.5  # two components share a row when they overlap vertically by this much of the shorter
+BROKEN_GAP = 0.08  # pieces stacked with a vertical gap under this (x their joint height) are one broken digit
+NEAR_ROW = 0.25  # a small piece centred this close (x the row's height) above or below a row belongs to it
+EDGE_ASPECT = 12  # a strip along the border this many times longer than wide is the paper's edge
 
 
 @dataclass(frozen=True)
 class Group:
-    """One digit candidate, in analysis pixels: its components and the columns it owns."""
+    """One digit candidate, in analysis pixels: its components and the pixels of them it owns."""
 
     labels: tuple[int, ...]  # component labels in `Segmentation.labels`
     box: tuple[int, int, int, int]  # x, y, w, h in analysis pixels
+    # A piece cut out of touching digits: (top row, first columns, end columns): for each row from `top`,
+    # the piece owns the columns [first, end) (absolute analysis columns). None: all of the box.
+    bounds: tuple[int, tuple[int, ...], tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)
 class Segmentation:
-    """Digit groups found in one image, left to right."""
+    """Digit groups found in one image: `rows` top to bottom, each left to right; `groups` all of them."""
 
     labels: np.ndarray  # (h, w) int32 component labels at analysis resolution (0 = background)
-    groups: tuple[Group, ...]
+    groups: tuple[Group, ...]  # the rows' groups in reading order
     lines_removed: int
     specks_removed: int
+    rows: tuple[tuple[Group, ...], ...] = ()
 
 
 def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, int]:
@@ -147,47 +167,153 @@ def union_box(stats: np.ndarray, labels: list[int]) -> tuple[int, int, int, int]
     return x0, y0, x1 - x0, y1 - y0
 
 
+def is_paper_edge(component: np.ndarray, shape: tuple[int, int]) -> bool:
+    """A thin strip along one border, nearly as long as that side: the edge of the paper or of a filled
+    canvas (white once inverted), not writing. A digit touching the border is not this thin."""
+    x, y, w, h, _ = (int(value) for value in component)
+    height, width = shape
+    vertical = (x == 0 or x + w == width) and h >= 0.8 * height and w * EDGE_ASPECT < h
+    horizontal = (y == 0 or y + h == height) and w >= 0.8 * width and h * EDGE_ASPECT < w
+    return vertical or horizontal
+
+
+def find_rows(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
+    """Components -> rows of component labels, top to bottom.
+
+    Components at least 40% as tall as the tallest ("anchors") are linked when they overlap vertically by
+    ROW_OVERLAP of the shorter one; linked anchors form a row (single linkage, so a row may drift up or
+    down across the page). A component much taller than the others (digits touching across two rows)
+    links nothing; pieces of one broken digit stacked with a tiny gap are linked. Every other component
+    joins the row whose extent (grown by NEAR_ROW) holds its centre, the nearest if several; one that
+    sits in no row starts its own (and is judged as a digit there).
+    """
+    if not keep:
+        return []
+    tops = np.array([stats[label][1] for label in keep], np.float64)
+    heights = np.array([stats[label][3] for label in keep], np.float64)
+    bottoms = tops + heights
+    lefts = np.array([stats[label][0] for label in keep], np.float64)
+    rights = lefts + np.array([stats[label][2] for label in keep], np.float64)
+    anchor = heights >= 0.4 * heights.max()
+    typical = float(np.median(heights[anchor]))
+    linking = anchor & (heights <= 1.6 * typical)
+    parent = list(range(len(keep)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    linkers = np.nonzero(linking)[0]
+    if linkers.size:
+        overlap = (np.minimum(bottoms[linkers, None], bottoms[None, linkers])
+                   - np.maximum(tops[linkers, None], tops[None, linkers]))  # (k, k)
+        shorter = np.minimum(heights[linkers, None], heights[None, linkers])
+        # Pieces of one broken digit stacked one above the other (a gap of a pixel or two, much the same
+        # columns) are one digit, so one row; two rows of digits leave a real gap between them.
+        span = (np.maximum(bottoms[linkers, None], bottoms[None, linkers])
+                - np.minimum(tops[linkers, None], tops[None, linkers]))
+        across = (np.minimum(rights[linkers, None], rights[None, linkers])
+                  - np.maximum(lefts[linkers, None], lefts[None, linkers]))
+        narrower = np.minimum((rights - lefts)[linkers, None], (rights - lefts)[None, linkers])
+        stacked = (-overlap <= BROKEN_GAP * span + 1) & (across >= 0.5 * narrower)
+        for a, b in zip(*np.nonzero(np.triu((overlap >= ROW_OVERLAP * shorter) | stacked, 1)), strict=True):
+            parent[root(int(linkers[a]))] = root(int(linkers[b]))
+    rows: dict[int, list[int]] = {}
+    for index in linkers:
+        rows.setdefault(root(int(index)), []).append(int(index))
+    bands = {key: (tops[members].min(), bottoms[members].max()) for key, members in rows.items()}
+    for index in range(len(keep)):
+        if linking[index]:
+            continue
+        centre = (tops[index] + bottoms[index]) / 2
+        # Inside a row's extent, or just above or below it (a 5's bar, a 7's flag): the nearest such row.
+        near = [(max(top - centre, centre - bottom, 0.0), abs(centre - (top + bottom) / 2), key)
+                for key, (top, bottom) in bands.items()
+                if top - NEAR_ROW * (bottom - top) <= centre <= bottom + NEAR_ROW * (bottom - top)]
+        if near:
+            rows[min(near)[2]].append(index)
+        else:
+            rows[-1 - index] = [index]
+            bands[-1 - index] = (tops[index], bottoms[index])
+    ordered = sorted(rows.values(), key=lambda members: float(np.median((tops[members] + bottoms[members]) / 2)))
+    return [[keep[index] for index in members] for members in ordered]
+
+
+def is_dot_or_noise(labels: np.ndarray, stats: np.ndarray, members: list[int],
+                    box: tuple[int, int, int, int]) -> bool:
+    """A tap or blob (its thickest stroke nearly as wide as the whole), or scattered noise (many pieces,
+    none holding most of the ink): not a written digit."""
+    x, y, w, h = box
+    areas = [int(stats[label][cv2.CC_STAT_AREA]) for label in members]
+    if len(members) >= NOISE_COMPONENTS and max(areas) < 0.5 * sum(areas):
+        return True
+    if max(w, h) < 6:
+        return False  # too small to judge; the height rules decide
+    window = np.isin(labels[y : y + h, x : x + w], members).astype(np.uint8)
+    thickest = 2.0 * float(cv2.distanceTransform(np.pad(window, 1), cv2.DIST_L2, 3).max())
+    return thickest >= BLOB_THICKNESS * max(w, h)
+
+
 def segment_ink(ink: InkMap) -> Segmentation:
-    """An `InkMap` -> the digit groups in it, left to right (none for a blank or ink-free image)."""
+    """An `InkMap` -> the digit groups in it, by rows (none for a blank or ink-free image)."""
     empty = Segmentation(np.zeros(ink.mask.shape, np.int32), (), 0, 0)
     if not ink.mask.any() or ink.mask.mean() > MAX_INK_FRACTION:
         return empty
     # 1. ruled lines
     mask, lines = remove_ruled_lines(ink.mask, ink.contrast)
-    # 2. components; specks
+    # 2. components; specks; paper edges
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return Segmentation(labels, (), lines, 0)
     areas = stats[1:, cv2.CC_STAT_AREA]
     order = np.argsort(areas)[::-1][:MAX_COMPONENTS] + 1
     largest = int(areas.max())
-    keep = [int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest]
+    keep = [int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest
+            and not is_paper_edge(stats[label], mask.shape)]
     specks = count - 1 - len(keep)
-    # 3. fragments of one digit
-    grouped = group_components(stats, keep)
-    boxes = [union_box(stats, labels_) for labels_ in grouped]
-    # 4. dots, dashes, blobs
-    tallest = max(box[3] for box in boxes)
-    groups = []
-    for labels_, box in zip(grouped, boxes, strict=True):
-        _x, _y, w, h = box
-        area = sum(int(stats[label][cv2.CC_STAT_AREA]) for label in labels_)
-        if h < MIN_DIGIT_HEIGHT * tallest or h < MIN_DIGIT_PIXELS:
-            specks += len(labels_)
-            continue
-        if area > 0.85 * w * h and w > 0.6 * h and w * h > 16:
-            specks += len(labels_)  # a solid block: a smudge or a dark object, not a written digit
-            continue
-        groups.append(Group(tuple(labels_), box))
-    return Segmentation(labels, tuple(groups), lines, specks)
+    if len(keep) > MAX_KEPT_COMPONENTS:  # hundreds of similar pieces: noise, not writing
+        return Segmentation(labels, (), lines, count - 1)
+    # 3. rows; 4. fragments of one digit, per row
+    tallest = max((int(stats[label][3]) for label in keep), default=0)
+    rows = []
+    for row in find_rows(stats, keep):
+        grouped = group_components(stats, row)
+        boxes = [union_box(stats, labels_) for labels_ in grouped]
+        row_tallest = max(box[3] for box in boxes)
+        # 5. dots, dashes, blobs, noise
+        groups = []
+        for labels_, box in zip(grouped, boxes, strict=True):
+            _x, _y, w, h = box
+            area = sum(int(stats[label][cv2.CC_STAT_AREA]) for label in labels_)
+            if h < MIN_DIGIT_HEIGHT * row_tallest or h < 0.25 * tallest or h < MIN_DIGIT_PIXELS:
+                specks += len(labels_)
+                continue
+            if area > 0.85 * w * h and w > 0.6 * h and w * h > 16:
+                specks += len(labels_)  # a solid block: a smudge or a dark object, not a written digit
+                continue
+            if is_dot_or_noise(labels, stats, labels_, box):
+                specks += len(labels_)
+                continue
+            groups.append(Group(tuple(labels_), box))
+        if groups:
+            rows.append(tuple(groups))
+    return Segmentation(labels, tuple(group for row in rows for group in row), lines, specks, tuple(rows))
 
 
 def group_mask(segmentation: Segmentation, group: Group) -> np.ndarray:
-    """(h, w) bool: the pixels of one group's components inside its box (a cut piece's box holds its share)."""
+    """(h, w) bool: the pixels of one group's components inside its box (a cut piece: between its cuts)."""
     x, y, w, h = group.box
     mask = np.zeros(segmentation.labels.shape, bool)
-    window = segmentation.labels[y : y + h, x : x + w]
-    mask[y : y + h, x : x + w] = np.isin(window, group.labels)
+    window = np.isin(segmentation.labels[y : y + h, x : x + w], group.labels)  # (h, w)
+    if group.bounds is not None:
+        top, firsts, ends = group.bounds
+        rows = np.arange(y, y + h) - top
+        columns = np.arange(x, x + w)
+        first, end = np.asarray(firsts)[rows], np.asarray(ends)[rows]
+        window &= (columns[None, :] >= first[:, None]) & (columns[None, :] < end[:, None])
+    mask[y : y + h, x : x + w] = window
     return mask
 
 

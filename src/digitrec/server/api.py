@@ -17,7 +17,7 @@ from digitrec.recognize import Recognition, recognize
 from digitrec.runtime import Classifier, LiteRTClassifier
 from digitrec.server.admission import is_big
 from digitrec.server.deps import AdmissionDep, ServedModelDep, SettingsDep
-from digitrec.server.schemas import DigitPrediction, ErrorResponse, Mode, ModelInfo, PredictResponse
+from digitrec.server.schemas import DigitPrediction, ErrorResponse, LinePrediction, Mode, ModelInfo, PredictResponse
 from digitrec.server.upload import declared_length, read_image_bytes
 
 router = APIRouter(prefix="/api/v1", tags=["recognition"])
@@ -104,6 +104,7 @@ def to_response(recognition: Recognition, *, with_images: bool) -> PredictRespon
             box=result.box,
             probabilities=list(result.probabilities),
             low_confidence=result.low_confidence,
+            not_digit=result.not_digit,
             image=png_data_url(result.image) if with_images else None,
         )
         for result in recognition.digits
@@ -113,7 +114,10 @@ def to_response(recognition: Recognition, *, with_images: bool) -> PredictRespon
         number=recognition.number,
         confidence=recognition.confidence,
         digits=digits,
-        low_confidence=not digits or any(result.low_confidence for result in recognition.digits),
+        low_confidence=recognition.low_confidence or not digits,
+        reason=recognition.reason,
+        lines=[LinePrediction(text=line.text, digits=list(line.digits), box=line.box) for line in recognition.lines],
+        truncated=recognition.truncated,
         mode=recognition.mode,
         width=recognition.width,
         height=recognition.height,

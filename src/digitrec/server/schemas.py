@@ -24,22 +24,45 @@ class DigitPrediction(BaseModel):
     box: tuple[int, int, int, int] = Field(description="where the digit is in the image: [x, y, w, h] in pixels")
     probabilities: list[float] = Field(min_length=10, max_length=10, description="probability of each class 0-9")
     low_confidence: bool = Field(description="true when the model is not sure of this digit")
+    not_digit: float = Field(default=0.0, ge=0, le=1,
+                             description="the model's probability that this crop is not a digit at all")
     image: str | None = Field(
         default=None,
         description="the 28x28 image the model saw, as a PNG data URL (only with `?images=true`)",
     )
 
 
+class LinePrediction(BaseModel):
+    """One row of digits, read left to right."""
+
+    text: str = Field(description="the row's digits, left to right")
+    digits: list[int] = Field(description="indices of the row's digits in `digits`")
+    box: tuple[int, int, int, int] = Field(description="where the row is: [x, y, w, h] in pixels")
+
+
 class PredictResponse(BaseModel):
     """The digit or number read from an image; `digits` is empty when no digit was found."""
 
     digit: int | None = Field(description="the digit, when one digit was read; else null")
-    number: str | None = Field(description="all digits read, left to right; null when none was found")
+    number: str | None = Field(
+        description="the digits read, left to right, when they form one row; null when none was found or "
+                    "when there are several rows (read `lines`)"
+    )
     confidence: float | None = Field(
-        description="confidence in the whole answer (the product over digits); null when none was found"
+        description="confidence in the whole answer: the digits' probabilities multiplied, times the "
+                    "segmentation's certainty (how much better the chosen cut of touching digits is than "
+                    "the next best); null when none was found"
     )
     digits: list[DigitPrediction] = Field(description="each digit found, left to right")
     low_confidence: bool = Field(description="true when the answer should not be trusted (or no digit was found)")
+    reason: str | None = Field(
+        default=None,
+        description="why the answer is empty or flagged: null, `no_ink` (nothing found), `not_a_digit` (ink "
+                    "found, but not a digit), `several_digits` (digit mode, but several digits are there), "
+                    "`several_lines` (more than one row: read `lines`), `unsure` (the answer is flagged)",
+    )
+    lines: list[LinePrediction] = Field(default_factory=list, description="the rows of digits, top to bottom")
+    truncated: bool = Field(default=False, description="true when the reading was cut at the digit limit")
     mode: str = Field(description="the mode that produced the answer")
     width: int = Field(description="image width in pixels (the frame of every `box`)")
     height: int = Field(description="image height in pixels")
