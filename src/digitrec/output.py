@@ -138,7 +138,9 @@ class ParquetWriter:
         if not self.rows:
             return
         if self.schema is None:
-            self.schema = self.keep.schema if self.keep is not None else parquet_schema(self.rows[0])
+            # Types come from the first entry that was read (a failed one has only nulls to go by).
+            sample = next((row for row in self.rows if row.get("error") is None), self.rows[0])
+            self.schema = self.keep.schema if self.keep is not None else parquet_schema(sample)
             self._open()
         self.writer.write_table(entries_to_arrow(self.rows, self.schema))
         self.rows = []
@@ -160,7 +162,8 @@ def parquet_schema(entry: dict[str, Any]) -> Any:
             kind = "float64"
         else:
             kind = "string"  # str, and lists/dicts as JSON text
-        fields.append(pa.field(key, getattr(pa, kind)()))
+        fields.append(pa.field(key, {"string": pa.string, "int64": pa.int64, "float64": pa.float64,
+                                     "bool": pa.bool_}[kind]()))
     return pa.schema(fields)
 
 
@@ -172,7 +175,8 @@ def entries_to_arrow(entries: list[dict[str, Any]], schema: Any) -> Any:
     for field in schema:
         values = [entry.get(field.name) for entry in entries]
         if pa.types.is_string(field.type):
-            values = [json.dumps(v) if isinstance(v, list | dict) else v for v in values]
+            # lists/dicts as JSON text; a field first seen empty (typed string) keeps later values as text
+            values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
         columns[field.name] = pa.array(values, type=field.type)
     return pa.table(columns, schema=schema)
 
