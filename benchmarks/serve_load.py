@@ -274,6 +274,8 @@ def verdict(value: float, goal: float, lower_is_better: bool = True) -> str:
     met = value <= goal if lower_is_better else value >= goal
     if met:
         return "met"
+    if goal == 0 or value == 0:  # e.g. errors, whose goal is 0: no ratio to give
+        return f"MISSED by {abs(value - goal):.3g}"
     ratio = value / goal if lower_is_better else goal / value
     return f"MISSED by {abs(value - goal):.3g} ({ratio:.2f}x the goal)"
 
