@@ -271,14 +271,20 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         margins.append(abs(merged - separate))
         if merged > separate:
             read_rows, several = [[Choice(len(crops) - 1, whole)]], False
+    # Digit mode on several pieces the model takes for digits: the whole is a flagged guess ("several_digits",
+    # Number mode suggested), not a rejection, even when the whole crop does not look like one digit.
+    digits_seen = several and sum(scores.not_digit[choice.at] < thresholds.not_digit for row in read_rows
+                                  for choice in row) > 1
     if mode == "digit":
         assert whole is not None
         read_rows, margins = [[Choice(len(crops) - 1, whole)]], []
     certainty = 1.0 / (1.0 + math.exp(-min(margins, default=math.inf) / SEGMENTATION_TEMPERATURE)) \
         if margins else 1.0
     # 5. reject what the model says is not a digit
-    rejected = sum(1 for row in read_rows for choice in row if scores.not_digit[choice.at] >= thresholds.not_digit)
-    read_rows = [[choice for choice in row if scores.not_digit[choice.at] < thresholds.not_digit]
+    keep = mode == "digit" and digits_seen
+    rejected = sum(1 for row in read_rows for choice in row
+                   if scores.not_digit[choice.at] >= thresholds.not_digit and not keep)
+    read_rows = [[choice for choice in row if scores.not_digit[choice.at] < thresholds.not_digit or keep]
                  for row in read_rows]
     read_rows = [row for row in read_rows if row]
     steps.update(crops=len(crops), rejected=rejected, segmentation_certainty=round(certainty, 4))
