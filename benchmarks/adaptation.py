@@ -172,7 +172,8 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
         after = read_all(server.base, evaluation[0]) if promoted else None  # 5. their other digits
     finally:
         server.stop()
-    return {"n": n, "promoted": promoted, "exit_code": done.returncode, "finetune_wall_s": round(seconds, 1),
+    return {"n": n, "folder": str(folder), "promoted": promoted, "exit_code": done.returncode,
+            "finetune_wall_s": round(seconds, 1),
             "finetune_cpu_s": round(cpu, 1), "swap_s": None if swap_s is None else round(swap_s, 2),
             "writer_error_after": None if after is None else error_rate(after, evaluation[1]),
             "writer_misread_after": None if after is None else misread_rate(after, evaluation[1]),
@@ -236,7 +237,8 @@ def swap_under_load(bundles: list[Path], probe: bytes, seconds: float, work: Pat
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[25, 50, 100, 200], help="corrections per run")
+    parser.add_argument("--n", type=int, nargs="*", default=[25, 50, 100, 200],
+                        help="corrections per run (none: only the swap under load)")
     parser.add_argument("--style", default="pencil", choices=sorted(real_images.CONDITIONS),
                         help="how the writer's digits are drawn and photographed (default: pencil)")
     parser.add_argument("--stream", type=int, default=4600, help="digits the corrections come from (default: 4600)")
@@ -289,7 +291,7 @@ def main() -> int:
             print(json.dumps(run), flush=True)
         from digitrec.bundle import default_bundle_dir
 
-        tuned = [work / f"n{run['n']}" / "tuned" for run in runs if run["promoted"]]
+        tuned = [Path(run["folder"]) / "tuned" for run in runs if run["promoted"]]
         if not tuned:  # every run refused: swap between the bundled model and a copy marked as another version
             shutil.copytree(default_bundle_dir(), work / "copy")
             tuned = [work / "copy"]
