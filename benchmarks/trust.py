@@ -282,6 +282,8 @@ def main() -> int:
     parser.add_argument("--old", type=Path, required=True, help="the original bundle (e.g. from git e3c744d)")
     parser.add_argument("--new", type=Path, default=REPO / "src/digitrec/assets/default_model",
                         help="the new bundle (default: the bundled model)")
+    parser.add_argument("--extra", type=Path, default=None,
+                        help="a third bundle for comparison, e.g. the 11-output fine-tune alone (default: none)")
     parser.add_argument("--n", type=int, default=400, help="images per condition (default: 400)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument("--choose-threshold", action="store_true",
@@ -299,6 +301,8 @@ def main() -> int:
         return 0
 
     readers = [Reader("original", args.old), new]
+    if args.extra is not None:
+        readers.append(Reader(args.extra.name, args.extra))
     report_images, report_labels = images[half:], labels[half:]
     rows: list[tuple[str, list[str]]] = []
     figures: dict[str, dict[str, float]] = {reader.name: {} for reader in readers}
@@ -387,7 +391,7 @@ def main() -> int:
                                                       for r in readers])
 
     width = max(len(name) for name, _ in rows) + 2
-    print(f"\n{'condition':<{width}}{'original':>12}{'new':>12}")
+    print(f"\n{'condition':<{width}}" + "".join(f"{reader.name[:11]:>12}" for reader in readers))
     for name, values in rows:
         print(f"{name:<{width}}" + "".join(f"{v:>12}" for v in values))
     print(f"\n{args.n} images per condition (real digits: {2 * args.n}), seed {args.seed};"
@@ -400,27 +404,26 @@ def main() -> int:
 
 
 def plot_curves(curves: dict, path: Path) -> None:
-    """Risk (error among accepted) against coverage, each model's threshold marked."""
+    """Risk (error among accepted) against coverage, each model's own threshold marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for (name, (curve, threshold)), colour in zip(curves.items(), ["tab:grey", "tab:blue"], strict=False):
-        keep = curve.coverage > 0.5
-        axis.plot(curve.coverage[keep] * 100, curve.risk[keep] * 100, color=colour, label=f"{name} model")
+    looks = [("tab:grey", "--"), ("tab:blue", "-"), ("tab:orange", ":")]
+    for (name, (curve, threshold)), (colour, line) in zip(curves.items(), looks, strict=False):
+        keep = curve.coverage >= 0.8
         coverage, risk = curve.at(threshold)
+        axis.plot(curve.coverage[keep] * 100, curve.risk[keep] * 100, color=colour, linestyle=line,
+                  label=f"{name}: at its threshold {threshold:.2f}, {coverage:.1%} answered, {risk:.2%} wrong")
         axis.plot([coverage * 100], [risk * 100], "o", color=colour)
-        axis.annotate(f"threshold {threshold:.2f}: {coverage:.1%} answered, {risk:.2%} wrong",
-                      (coverage * 100, risk * 100), textcoords="offset points", xytext=(-10, 10), ha="right",
-                      fontsize=8, color=colour)
-    axis.axhline(MAX_RISK * 100, color="tab:red", linestyle=":", linewidth=1, label="goal: 0.5% error")
-    axis.axvline(MIN_COVERAGE * 100, color="tab:green", linestyle=":", linewidth=1, label="goal: 95% coverage")
-    axis.set_xlabel("coverage: digits answered without a flag (%)")
+    axis.axhline(MAX_RISK * 100, color="tab:red", linestyle=":", linewidth=1, label="goal: at most 0.5% wrong ...")
+    axis.axvline(MIN_COVERAGE * 100, color="tab:green", linestyle=":", linewidth=1, label="... at 95% answered or more")
+    axis.set_xlabel("coverage: digits answered, neither rejected nor flagged unsure (%)")
     axis.set_ylabel("error among answered digits (%)")
-    axis.set_title("Risk-coverage on USPS digits rendered as users' images")
-    axis.legend(fontsize=8, loc="upper left")
+    axis.set_title("Risk-coverage, USPS digits rendered as users' images (held-out half)", fontsize=10)
+    axis.legend(fontsize=7, loc="upper left")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
