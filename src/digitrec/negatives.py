@@ -256,7 +256,7 @@ def blob(rng: np.random.Generator, source: Source) -> np.ndarray:
             cv2.line(canvas, (size // 2, size // 2), (int(end[0]), int(end[1])), 1.0, max(1, size // 15))
     if rng.random() < 0.3:  # a hole or a lighter patch inside
         cv2.circle(canvas, (size // 2, size // 2), int(size * rng.uniform(0.05, 0.2)), 0.0, -1)
-    canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 3.0))
+    canvas = np.asarray(cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 3.0)), np.float32)
     return elastic(canvas, rng, 0.05)
 
 
@@ -340,7 +340,7 @@ def blank_paper(rng: np.random.Generator, source: Source) -> np.ndarray:
                  (int(cx + length * math.cos(angle)), int(cy + length * math.sin(angle))), rng.uniform(0.2, 0.5), 1)
     else:  # noise: grain, speckles
         ink = (rng.random((height, width)) < rng.uniform(0.002, 0.05)).astype(np.float32) * rng.uniform(0.3, 1.0)
-        ink = cv2.GaussianBlur(ink, (0, 0), rng.uniform(0.3, 1.5))
+        ink = np.asarray(cv2.GaussianBlur(ink, (0, 0), rng.uniform(0.3, 1.5)), np.float32)
         ink /= max(float(ink.max()), 1e-6)
     return ink
 

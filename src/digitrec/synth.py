@@ -144,7 +144,7 @@ def on_paper(ink: np.ndarray, paper: Paper, rng: np.random.Generator) -> np.ndar
     if paper.blur > 0:
         grey = cv2.GaussianBlur(grey, (0, 0), paper.blur)
     if paper.noise > 0:
-        grey = grey + rng.normal(0.0, paper.noise, grey.shape).astype(np.float32)
+        grey = grey + np.asarray(rng.normal(0.0, paper.noise, np.shape(grey)), np.float32)
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
 
 
