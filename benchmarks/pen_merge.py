@@ -17,7 +17,7 @@ Method (a skeleton redraw of MNIST test digits at the page's canvas scale):
 
 Measured on the shared 2-core machine (load 11.6), bundled model of b46892e, recognize of a5a6901, 150
 numbers per height: merged 51.7% -> 0.0% of numbers, read exactly 58.7% -> 93.7% (40 px: 8.7% -> 92.7%,
-70 px: 79.3% -> 90.7%, 100 px: 94.7% both, where both pens are about the same).
+70 px: 79.3% -> 90.7%; 100 px: 94.7% with either pen, 24 or 10 px, as neither merges there).
 
 Not a test: pytest never collects this folder.
 """
