@@ -50,7 +50,8 @@ def load() -> str:
 
 
 def predict(args: list[str], out: Path) -> tuple[float, float, str]:
-    """Run `digitrec predict ARGS --output OUT`; -> (wall seconds, CPU seconds of it and its workers, stderr)."""
+    """Run `digitrec predict ARGS --output OUT`; -> (wall seconds, CPU seconds, stderr). The CPU time counts
+    only processes this one waited for: right for --jobs 1, not for the workers of --jobs N or Ray."""
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "digitrec", "predict", *args, "--output", str(out)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -106,7 +107,7 @@ def main() -> int:
                 wall, cpu, _ = predict([folder, *flags], work / f"jobs{flags[1]}.jsonl")
                 busy, per_image = wall - start, (cpu - start_cpu) / args.count
             results[name].append((wall, busy, per_image, load()))
-            cpu_text = f"{per_image * 1000:5.1f} CPU ms/image" if per_image else ""
+            cpu_text = f"{per_image * 1000:5.1f} CPU ms/image" if per_image and flags[1] == "1" else ""
             print(f"  round {round_number + 1} {name:20s} wall {wall:6.1f} s  start {start:4.1f} s  "
                   f"{args.count / busy:6.1f} images/s  {cpu_text}  load {load()}", flush=True)
 
@@ -122,16 +123,10 @@ def main() -> int:
     for name, runs in results.items():
         wall, busy, per_image, at = min(runs, key=lambda run: run[1])
         rate = args.count / busy
-        cpu_text = f"{per_image * 1000:.2f}" if per_image else "-"
+        cpu_text = f"{per_image * 1000:.2f}" if per_image and name == "--jobs 1" else "-"
         print(f"| {name} | {rate:.1f} | {rate / base:.2f} | {wall:.1f} | {cpu_text} | {at} |")
-    cpu1 = min(run[2] for run in results["--jobs 1"])
-    cpu2 = min(run[2] for run in results["--jobs 2"])
     print(f"\nidentical answers: --jobs 2 vs --jobs 1: {same_jobs}; Ray vs --jobs 1: {same_ray}; "
           f"unreadable: {errors}; load after: {load()}")
-    # On idle cores a process runs as fast as its CPU time allows: this is what --jobs 2 would give where
-    # the two cores are free (the wall-clock ratio above is only that when the load average is below 2).
-    print(f"CPU-bound: --jobs 1 {1 / cpu1:.1f} images per CPU-second; --jobs 2 spends {cpu2 / cpu1:.2f}x the CPU "
-          f"per image (workers + coordinator), so on 2 idle cores it would run {2 * cpu1 / cpu2:.2f}x --jobs 1")
     return 0 if same_jobs and same_ray is not False else 1
 
 

@@ -119,8 +119,10 @@ def read_all(inputs: Iterable[Input], reader: Any, args: argparse.Namespace, job
         for name, path in inputs:
             yield read_input(reader, name, path, args.mode, args.show)
         return
-    # fork: workers start in milliseconds with the libraries already imported; each loads its own model.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # Not fork: a process forked while another thread holds a lock (an import, logging, a server's thread
+    # in the same program) can hang forever in the child; that happened in the test suite. forkserver
+    # forks workers from a fresh single-threaded process; each worker imports the library and loads the model.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     chunks = _chunked(inputs, CHUNK)
     in_flight: deque[Future[list[dict[str, Any]]]] = deque()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=_start_worker,
