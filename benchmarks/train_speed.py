@@ -28,6 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = (0.990, 0.995)
+EPOCH_START_BATCHES = 4  # batches counted as "epoch start" in the stall columns
 
 # --------------------------------------------------------------------------------------------- setup
 
@@ -42,6 +43,7 @@ class Run:
     max_seconds: float  # ... or after this much training time
     evals_per_epoch: int  # test-set evaluations per epoch (>= 2: every half epoch or more often)
     stop_at: float | None = None  # stop once test accuracy reaches this (None: run to the bound)
+    pipeline: str = "endless"  # "endless" (digitrec.train.epoch_batches) or "per-epoch" (fit on arrays)
 
 
 @dataclass
@@ -52,6 +54,22 @@ class Result:
     final_accuracy: float = float("nan")
     epochs: float = 0.0
     curve: list[tuple[float, float, float]] = field(default_factory=list)  # (epoch, seconds, accuracy)
+    # (epoch, batch index in epoch, wall seconds since the previous batch ended, clock paused excluded):
+    # the first batch of an epoch carries everything between epochs (the epoch-start stall showed there)
+    batches: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def boundary_seconds(self, first: int = EPOCH_START_BATCHES) -> tuple[float, float]:
+        """(epoch-start, mid-epoch) seconds per batch, from epoch 2 on (epoch 1 also traces the step).
+
+        Epoch-start: the mean over the first `first` batches of each epoch, the time between epochs included.
+        Mid-epoch: the median over the other batches of the same epochs, the epoch's last batch excluded.
+        """
+        last = max((i for _, i, _ in self.batches), default=0)
+        start = [s for e, i, s in self.batches if e >= 1 and i < first]
+        middle = [s for e, i, s in self.batches if e >= 1 and first <= i < last]
+        if not start or not middle:
+            return float("nan"), float("nan")
+        return float(np.mean(start)), float(np.median(middle))
 
 
 def configure_threads(intra: int, inter: int) -> str:
@@ -82,12 +100,21 @@ def make_clock_callback(model, x_test: np.ndarray, y_test: np.ndarray, run: Run,
     class TimeToAccuracy(keras.callbacks.Callback):
         def on_train_begin(self, logs=None) -> None:
             self.steps, self.training_seconds, self.started = 0, 0.0, time.perf_counter()
+            self.batch_ended = self.started
+
+        def on_train_end(self, logs=None) -> None:
+            self.batch_ended, self.done = None, True  # the stall watchdog stops watching this run
 
         def on_train_batch_end(self, batch, logs=None) -> None:
+            now = time.perf_counter()
+            result.batches.append((self.steps // steps_per_epoch, self.steps % steps_per_epoch,
+                                   now - self.batch_ended))
+            self.batch_ended = now
             self.steps += 1
             if self.steps % eval_every and self.steps != steps_per_epoch * run.max_epochs:
                 return
             self.training_seconds += time.perf_counter() - self.started  # pause the clock
+            self.batch_ended = None  # not a stall: scoring
             probabilities = model.predict(x_test, batch_size=2000, verbose=0)  # inference mode: no dropout
             accuracy = float(np.mean(np.argmax(probabilities, axis=1) == y_test))
             epoch = self.steps / steps_per_epoch
@@ -100,9 +127,42 @@ def make_clock_callback(model, x_test: np.ndarray, y_test: np.ndarray, run: Run,
             reached_stop = run.stop_at is not None and accuracy >= run.stop_at
             if reached_stop or self.training_seconds >= run.max_seconds or epoch >= run.max_epochs:
                 self.model.stop_training = True
-            self.started = time.perf_counter()  # restart the clock
+            self.started = self.batch_ended = time.perf_counter()  # restart the clock
 
-    return TimeToAccuracy()
+    clock = TimeToAccuracy()
+    if STALL_DUMP_SECONDS:
+        watch_stalls(clock)
+    return clock
+
+
+STALL_DUMP_SECONDS = float(os.environ.get("TRAIN_SPEED_DUMP_STALLS", "0"))  # diagnosis: dump stacks of stalls
+
+
+def watch_stalls(clock) -> None:
+    """Print the main thread's Python stack whenever a batch has been running for STALL_DUMP_SECONDS.
+
+    In-process (no ptrace, no sampling overhead): TensorFlow releases the GIL inside its kernels, so this
+    thread runs while the main thread is stuck and shows where.
+    """
+    import sys
+    import threading
+    import traceback
+
+    main_id = threading.main_thread().ident
+
+    def watch() -> None:
+        dumped = None
+        while not getattr(clock, "done", False):
+            time.sleep(0.25)
+            since = getattr(clock, "batch_ended", None)
+            if since is None or time.perf_counter() - since < STALL_DUMP_SECONDS * (1 + (since == dumped)):
+                continue
+            dumped = since
+            frame = sys._current_frames().get(main_id)
+            print(f"--- stall: {time.perf_counter() - since:.1f} s since the last batch ended, step "
+                  f"{clock.steps}:\n" + "".join(traceback.format_stack(frame)[-12:]), flush=True)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # ------------------------------------------------------------------------------------------- a run
@@ -111,15 +171,20 @@ def make_clock_callback(model, x_test: np.ndarray, y_test: np.ndarray, run: Run,
 def time_run(run: Run, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
              y_test: np.ndarray) -> Result:
     """Train `run.config` from scratch with the library's own optimizer, model and augmentation."""
-    from digitrec.train import build_trainable
+    from digitrec.train import build_trainable, epoch_batches
 
     config = run.config
     steps_per_epoch = -(-len(y_train) // config.batch_size)
     model, trainable = build_trainable(config, config.seed, steps_per_epoch)
     result = Result(run.label)
     clock = make_clock_callback(model, x_test, y_test, run, steps_per_epoch, result)
-    trainable.fit(x_train, y_train, batch_size=config.batch_size, epochs=min(config.epochs, run.max_epochs),
-                  shuffle=True, verbose=0, callbacks=[clock])
+    epochs = min(config.epochs, run.max_epochs)
+    if run.pipeline == "endless":  # what digitrec.train does: one iterator for the whole run
+        batches, steps = epoch_batches(x_train, y_train, config.batch_size, passes=epochs)
+        trainable.fit(batches, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[clock])
+    else:  # "per-epoch": fit(x, y, shuffle=True), a new tf.data iterator each epoch (the stall's cause)
+        trainable.fit(x_train, y_train, batch_size=config.batch_size, epochs=epochs, shuffle=True, verbose=0,
+                      callbacks=[clock])
     last_epoch, last_seconds, result.final_accuracy = result.curve[-1]
     result.epochs = last_epoch
     result.seconds_per_epoch = last_seconds / last_epoch
@@ -138,6 +203,13 @@ def print_table(results: list[Result], threads: str, load_before: str) -> None:
         print(f"{result.label:52s} {result.seconds_per_epoch:8.1f} {result.epochs:6.2f} "
               f"  {seconds(result.reached.get(0.990))}   {seconds(result.reached.get(0.995))} "
               f"{result.final_accuracy:7.2%}")
+    print(f"\nepoch-start stall: seconds per batch over the first {EPOCH_START_BATCHES} batches of each epoch"
+          " (from epoch 2; the time between epochs included) against mid-epoch batches, same run")
+    print(f"{'recipe':52s} {'start s/batch':>13s} {'mid s/batch':>11s} {'ratio':>6s} {'s lost/epoch':>12s}")
+    for result in results:
+        start, middle = result.boundary_seconds()
+        print(f"{result.label:52s} {start:13.3f} {middle:11.3f} {start / middle:6.1f} "
+              f"{(start - middle) * EPOCH_START_BATCHES:12.1f}")
     seed, ours = results[0].reached.get(0.990), results[-1].reached.get(0.990)
     if seed is not None and ours is not None:
         print(f"\ntime to 99.0%: seed / ours = {seed / ours:.2f}x")
@@ -167,6 +239,12 @@ def main() -> None:
     parser.add_argument("--augment", choices=("on", "off"), help="override our recipe's augmentation")
     parser.add_argument("--only", choices=("seed", "ours"), help="time one recipe only (default: both)")
     parser.add_argument("--seed-epochs", type=int, default=6, help="bound on the seed run (default: 6)")
+    parser.add_argument("--pipeline", choices=("endless", "per-epoch", "both"), default="endless",
+                        help="input pipeline for our recipe: 'endless' (one tf.data iterator, as digitrec.train"
+                             " trains), 'per-epoch' (fit on arrays: a new iterator each epoch, as before the"
+                             " stall fix), or 'both', back to back (default: %(default)s)")
+    parser.add_argument("--limit", type=int, help="train on the first N training images only (default: all;"
+                        " a short run that still shows epoch starts)")
     parser.add_argument("--ours-seconds", type=float, default=300.0,
                         help="bound on our run's training time (default: 300)")
     parser.add_argument("--evals-per-epoch", type=int, default=4,
@@ -205,11 +283,17 @@ def main() -> None:
     ours_run = Run(f"ours ({ours.arch}, batch {ours.batch_size}, {ours.epochs} ep, "
                    f"aug {'on' if ours.augment else 'off'})", ours, ours.epochs, args.ours_seconds,
                    args.evals_per_epoch)
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     if args.quick:  # one tenth of an epoch each, on a slice of the data
         x_train, y_train = x_train[:5500], y_train[:5500]
         seed_run = dataclasses.replace(seed_run, max_epochs=1)
         ours_run = dataclasses.replace(ours_run, max_epochs=1)
-    runs = [run for run, name in ((seed_run, "seed"), (ours_run, "ours")) if args.only in (None, name)]
+    pipelines = ("per-epoch", "endless") if args.pipeline == "both" else (args.pipeline,)
+    ours_runs = [dataclasses.replace(ours_run, label=f"{ours_run.label} [{p}]" if len(pipelines) > 1
+                                     else ours_run.label, pipeline=p) for p in pipelines]
+    runs = [run for run, name in ((seed_run, "seed"), *((r, "ours") for r in ours_runs))
+            if args.only in (None, name)]
 
     # 3. train and time
     print(f"{platform.machine()}, {len(y_train)} training images, {len(y_test)} test images", flush=True)

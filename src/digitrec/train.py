@@ -149,6 +149,37 @@ def build_trainable(config: TrainConfig, seed: int, steps_per_epoch: int) -> tup
     return model, trainable
 
 
+def epoch_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                  passes: int | None = None) -> tuple[Any, int]:
+    """(tf.data dataset of `passes` shuffled passes, batches per pass) for `fit(..., steps_per_epoch=)`.
+
+    Why not `fit(x, y, shuffle=True)`: Keras then makes a new tf.data iterator at every epoch start and
+    drops the previous one, and the old iterator's destructor blocks until its background threads stop
+    (tf.data's autotuning model thread among them): that wait stalled the fast recipe 5-45 s at epoch
+    starts on a loaded machine (benchmarks/train_speed.py, README). Here one iterator serves every epoch
+    (Keras keeps it when steps_per_epoch is given), and autotuning is off (fixed parallelism, no model
+    thread). Each pass is a fresh permutation with a partial last batch, as fit's own shuffle does.
+    `passes` should be the epochs fit will run: an endless iterator alive at interpreter exit can hang it.
+    """
+    import tensorflow as tf
+
+    count = len(labels)
+    steps = -(-count // batch_size)
+
+    def one_pass(_: Any) -> Any:
+        return tf.data.Dataset.from_tensor_slices(tf.random.shuffle(tf.range(count))).batch(batch_size)
+
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat()  # one in-memory copy, indexed by gather
+    batches = tf.data.Dataset.range(passes if passes is not None else 2**62).flat_map(one_pass)
+    dataset = tf.data.Dataset.zip((batches, data)).map(
+        lambda index, pair: (tf.gather(pair[0], index), tf.gather(pair[1], index)),
+        num_parallel_calls=2, deterministic=True,
+    ).prefetch(2)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options), steps
+
+
 def train_member(config: TrainConfig, member: int, run_dir: Path, train: Split, validation: Split,
                  callbacks: Sequence[keras.callbacks.Callback]) -> tuple[keras.Model, dict[str, Any]]:
     """Train (or resume, or reload when finished) one member; return it at its best validation epoch."""
@@ -160,11 +191,13 @@ def train_member(config: TrainConfig, member: int, run_dir: Path, train: Split, 
     state = checkpoint.restore()  # loads weights + optimizer state when there is a checkpoint
     if not state.finished:
         log.info("member %d: epochs %d..%d", member, state.epochs_done + 1, config.epochs)
+        batches, steps = epoch_batches(to_model_input(train.images), train.labels, config.batch_size,
+                                       passes=config.epochs - state.epochs_done)
         trainable.fit(
-            to_model_input(train.images), train.labels,
+            batches, steps_per_epoch=steps,
             validation_data=(to_model_input(validation.images), validation.labels),
-            batch_size=config.batch_size, epochs=config.epochs, initial_epoch=state.epochs_done,
-            shuffle=True, verbose=0, callbacks=[checkpoint, *callbacks],
+            epochs=config.epochs, initial_epoch=state.epochs_done,
+            verbose=0, callbacks=[checkpoint, *callbacks],
         )
         state = checkpoint.finish()
     if config.keep == "best":

@@ -1,0 +1,69 @@
+"""`digitrec train --recipe`: 'fast' trains the CPU architecture with its own recipe; explicit flags win."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec.bundle import METADATA_FILE
+from digitrec.cli import main
+
+
+def test_fast_recipe_trains_its_architecture_and_flags_override_it(tmp_path: Path, mnist_dir: Path) -> None:
+    output = tmp_path / "fast"
+    code = main(["train", "--recipe", "fast", "--dry-run", "--batch-size", "64",
+                 "--data-dir", str(mnist_dir), "--output", str(output)])
+    assert code == 0
+    meta = json.loads((output / METADATA_FILE).read_text())
+    assert meta["architecture"] == "bn-strided-cnn-fast"
+    config = meta["config"]
+    # From the fast recipe: one-cycle at peak 2e-3, no augmentation; --batch-size given, so it wins.
+    assert (config["schedule"], config["learning_rate"], config["augment"]) == ("one-cycle", 2e-3, False)
+    assert config["batch_size"] == 64
+    assert config["epochs"] == 1 and config["limit"] == 2000  # --dry-run
+    # One epoch on 2,000 images (31 steps, mostly learning-rate warm-up) learns something real: chance is 10%.
+    assert meta["test_accuracy"] > 0.3
+
+
+def test_explicit_arch_overrides_the_recipe(tmp_path: Path, mnist_dir: Path) -> None:
+    output = tmp_path / "small"
+    code = main(["train", "--recipe", "fast", "--arch", "bn-strided-cnn-small", "--limit", "300",
+                 "--epochs", "1", "--data-dir", str(mnist_dir), "--output", str(output)])
+    assert code == 0
+    meta = json.loads((output / METADATA_FILE).read_text())
+    assert meta["architecture"] == "bn-strided-cnn-small"
+    assert meta["config"]["augment"] is True  # the small architecture's own recipe, not fast's
+
+
+def test_epoch_batches_cover_every_image_once_per_pass_in_a_new_order() -> None:
+    from digitrec.train import epoch_batches
+
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    labels = np.arange(10)
+    dataset, steps = epoch_batches(images, labels, 4, passes=3)
+    assert steps == 3  # 4 + 4 + a partial batch of 2
+    iterator = iter(dataset)
+    orders = []
+    for _ in range(3):  # three passes from the one endless iterator, as fit's epochs use it
+        batch_images, batch_labels = zip(*(next(iterator) for _ in range(steps)), strict=True)
+        assert [len(b) for b in batch_labels] == [4, 4, 2]
+        order = np.concatenate([b.numpy() for b in batch_labels])
+        assert sorted(order) == list(range(10))  # every image exactly once per pass
+        assert np.array_equal(np.concatenate([b.numpy() for b in batch_images]).ravel(), order)  # pairs kept
+        orders.append(tuple(order))
+    assert len(set(orders)) > 1  # reshuffled between passes
+    with pytest.raises(StopIteration):  # exactly `passes` passes: nothing left running after the last epoch
+        next(iterator)
+
+
+def test_help_states_the_recipes_and_defaults(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--recipe {default,fast}" in text
+    assert "bn-strided-cnn-fast, 6 epochs, batch 128" in text
+    assert "Flags given explicitly override the recipe (default: default)" in text
