@@ -50,6 +50,10 @@ WIDE_COST = 2.0  # ... and pays this much per unit of aspect beyond it
 NARROW_ASPECT = 0.4  # a piece narrower than this that is not read as a 1 is likely a fragment ...
 ONE_HEIGHT = 0.8  # ... and so is a 1 shorter than this (x its group's height) ...
 FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
+# A thing this narrow (width / height) could be one digit: if the model says it is not a digit, its pieces
+# do not outvote it unless each is a confident digit (not_digit under this fraction of the model's threshold):
+WHOLE_ASPECT = 1.2
+PIECE_NOT_DIGIT = 0.5
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
 SEGMENTATION_TEMPERATURE = 0.1  # a margin of 0.1 (log units) -> 73%, 0.3 -> 95%, 0.5 -> 99%
 
@@ -191,6 +195,21 @@ def piece_scores(pieces: list[Group], heights: list[int], probabilities: np.ndar
     return np.log(np.maximum(confidence, 1e-9)) + np.log(np.maximum(1.0 - not_digit, 1e-9)) - shape
 
 
+def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
+    """Whether the pieces `chosen` of one thing must not outvote the thing itself.
+
+    The whole (a group, or all the ink) is the size and shape one digit could have, the model scores it
+    not a digit, and the pieces are not all confident digits: a star's arms, a heart's halves or a
+    letter's strokes each read as some digit, but no digit holds the whole. Digits written close
+    together (a "11", a touching "20") pass: each of their pieces is a confident digit.
+    """
+    _, _, width, height = whole.box
+    if len(chosen) < 2 or width > WHOLE_ASPECT * height or scores.not_digit[at] < thresholds.not_digit:
+        return False
+    return not all(float(scores.probabilities[index].max()) >= thresholds.low_confidence
+                   and scores.not_digit[index] < PIECE_NOT_DIGIT * thresholds.not_digit for index in chosen)
+
+
 def no_answer(reason: str, mode: str, grey: np.ndarray, steps: dict[str, Any], truncated: bool = False) -> Recognition:
     used = "number" if mode == "number" else "digit"
     height, width = grey.shape
@@ -238,7 +257,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                for _ in pieces]
     single = rows[0] if len(rows) == 1 else ()
     merge_option = mode != "number" and looks_like_one_digit(single)
-    whole = merge_groups(segmentation.groups) if mode == "digit" or merge_option else None
+    # The whole ink as one crop: digit mode reads it, a broken digit may be it, and in every mode it is the
+    # model's view of the image as one thing (a star, a letter), which its pieces must not outvote (step 5).
+    whole = merge_groups(segmentation.groups) if mode == "digit" or merge_option or len(crops) > 1 else None
     if whole is not None:
         crops.append(whole)
         heights.append(whole.box[3])
@@ -250,13 +271,20 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     margins: list[float] = []
     start = 0
     plan_iter = iter(plans)
+    outvoted = 0  # groups whose pieces read as digits but whose whole is a confident non-digit (step 5)
     for row in rows:
         chosen: list[Choice] = []
-        for _group in row:
+        for group in row:
             pieces, nodes = next(plan_iter)
             taken, best, second = best_readings(pieces, score[start : start + len(pieces)], nodes, DIGIT_COST)
             if not taken:  # cannot happen (the whole group is always a piece); read it whole
                 taken, best, second = [len(pieces) - 1], 0.0, -math.inf
+            if len(taken) > 1 and mode != "digit":
+                uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
+                if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds):
+                    outvoted += 1
+                    start += len(pieces)
+                    continue
             chosen += [Choice(start + index, pieces[index].group) for index in taken]
             if second > -math.inf:
                 margins.append(best - second)
@@ -278,6 +306,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     if mode == "digit":
         assert whole is not None
         read_rows, margins = [[Choice(len(crops) - 1, whole)]], []
+    elif whole is not None and len(read_rows) == 1 and outvoting(
+            whole, scores, len(crops) - 1, [choice.at for choice in read_rows[0]], thresholds):
+        outvoted, read_rows = outvoted + 1, [[]]
     certainty = 1.0 / (1.0 + math.exp(-min(margins, default=math.inf) / SEGMENTATION_TEMPERATURE)) \
         if margins else 1.0
     # 5. reject what the model says is not a digit
@@ -287,7 +318,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     read_rows = [[choice for choice in row if scores.not_digit[choice.at] < thresholds.not_digit or keep]
                  for row in read_rows]
     read_rows = [row for row in read_rows if row]
-    steps.update(crops=len(crops), rejected=rejected, segmentation_certainty=round(certainty, 4))
+    steps.update(crops=len(crops), rejected=rejected, outvoted=outvoted, segmentation_certainty=round(certainty, 4))
     if not read_rows:
         return no_answer("not_a_digit", mode, grey, steps, truncated)
     kept: list[list[Choice]] = []
