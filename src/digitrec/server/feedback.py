@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 import cv2
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -64,11 +64,16 @@ async def require_access(request: Request, settings: SettingsDep) -> None:
                                 headers={"WWW-Authenticate": "Bearer"})
 
 
+# Ids and offsets are 64-bit in both databases; a larger number is a 422, not an OverflowError in the driver.
+MAX_ID = 2**63 - 1
+CorrectionId = Annotated[int, Path(ge=1, le=MAX_ID, description="the correction's id")]
+
 router = APIRouter(prefix="/api/v1/feedback", tags=["feedback"], dependencies=[Depends(require_access)])
 
 FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "A token is set and the request lacks it"},
     403: {"model": ErrorResponse, "description": "Feedback is off: exposed host with no token"},
+    422: {"model": ErrorResponse, "description": "A bad label, id or paging parameter"},
     503: {"model": ErrorResponse, "description": "The corrections store is unreachable"},
 }
 POST_BODY: dict[str, Any] = {
@@ -148,7 +153,7 @@ async def add_correction(request: Request, served: ServedModelDep, settings: Set
 
 @router.get("", response_model=CorrectionPage, responses=FEEDBACK_ERRORS)
 async def list_corrections(request: Request,
-                           offset: Annotated[int, Query(ge=0, description="skip this many")] = 0,
+                           offset: Annotated[int, Query(ge=0, le=MAX_ID, description="skip this many")] = 0,
                            limit: Annotated[int, Query(ge=1, le=500, description="at most this many")] = 50,
                            ) -> CorrectionPage:
     """The stored corrections, newest first, without images."""
@@ -159,7 +164,7 @@ async def list_corrections(request: Request,
 
 @router.get("/{correction_id}", response_model=CorrectionOut,
             responses={**FEEDBACK_ERRORS, 404: {"model": ErrorResponse}})
-async def get_correction(request: Request, correction_id: int) -> CorrectionOut:
+async def get_correction(request: Request, correction_id: CorrectionId) -> CorrectionOut:
     """One correction with its image and the 28x28 inputs the model saw."""
     found = await in_thread(request, CorrectionStore.get, correction_id)
     if found is None:
@@ -168,7 +173,7 @@ async def get_correction(request: Request, correction_id: int) -> CorrectionOut:
 
 
 @router.delete("/{correction_id}", status_code=204, responses={**FEEDBACK_ERRORS, 404: {"model": ErrorResponse}})
-async def delete_correction(request: Request, correction_id: int) -> Response:
+async def delete_correction(request: Request, correction_id: CorrectionId) -> Response:
     """Delete a correction (the page's undo)."""
     if not await in_thread(request, CorrectionStore.delete, correction_id):
         raise HTTPException(404, f"no correction with id {correction_id}")
