@@ -54,6 +54,7 @@ FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
 # do not outvote it unless each is a confident digit (not_digit under this fraction of the model's threshold):
 WHOLE_ASPECT = 1.2
 PIECE_NOT_DIGIT = 0.5
+SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
 SEGMENTATION_TEMPERATURE = 0.1  # a margin of 0.1 (log units) -> 73%, 0.3 -> 95%, 0.5 -> 99%
 
@@ -195,6 +196,25 @@ def piece_scores(pieces: list[Group], heights: list[int], probabilities: np.ndar
     return np.log(np.maximum(confidence, 1e-9)) + np.log(np.maximum(1.0 - not_digit, 1e-9)) - shape
 
 
+def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, classifier: Classifier,
+                    thresholds: Thresholds, group: Group) -> tuple[list[tuple[np.ndarray, dict[str, Any]]], Any] | None:
+    """A lone group only a bit wider than tall (SPLIT_ASPECT to SURE_ASPECT x its height), read uncut as a
+    confident digit -> (its render, its scores); else None (it goes through the cut search).
+
+    Most single digits are such a group; the cut search and its many crops were most of recognize's cost
+    for one digit, and a cut reading would have to beat a confident whole by DIGIT_COST anyway.
+    """
+    _, _, width, height = group.box
+    if not SPLIT_ASPECT * height < width <= SURE_ASPECT * height:
+        return None
+    rendered = [render_piece(grey, ink, segmentation, group)]
+    scores = classify(classifier, np.stack([rendered[0][0]]))
+    if float(scores.probabilities[0].max()) >= thresholds.low_confidence \
+            and scores.not_digit[0] < PIECE_NOT_DIGIT * thresholds.not_digit:
+        return rendered, scores
+    return None
+
+
 def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
     """Whether the pieces `chosen` of one thing must not outvote the thing itself.
 
@@ -245,26 +265,36 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     # Among several groups, most are single digits: a group no wider than they are is one too.
     every = list(itertools.chain.from_iterable(rows))
     typical = float(np.median([g.box[2] / g.box[3] for g in every])) if len(every) >= CONTEXT_GROUPS else 0.0
-    for row in rows:
+    # A lone group a bit wider than tall (most single digits) read uncut as a confident digit is not cut:
+    # its reading is that one crop, already classified (one classifier call). An unsure one is cut as before,
+    # its crops in one more batch (two calls for that image).
+    alone = confident_alone(grey, ink, segmentation, classifier, thresholds, every[0]) \
+        if mode != "digit" and len(every) == 1 else None
+    if alone is not None:
+        rendered, scores = alone
+        crops, heights, plans, whole, merge_option = [every[0]], [every[0].box[3]], [([Piece(0, 1, every[0])], 2)], \
+            None, False
+    for row in rows if alone is None else ():
         for group in row:
             _, _, w, h = group.box
             cut = budget > 0 and w / h > CONTEXT_WIDER * typical
             plan = plan_group(segmentation, group, cut, min(40, round(4 * w / max(1, h)) + 2))
             budget -= len(plan[0])
             plans.append(plan)
-    crops = [piece.group for pieces, _ in plans for piece in pieces]
-    heights = [group.box[3] for group, (pieces, _) in zip(itertools.chain.from_iterable(rows), plans, strict=True)
-               for _ in pieces]
-    single = rows[0] if len(rows) == 1 else ()
-    merge_option = mode != "number" and looks_like_one_digit(single)
-    # The whole ink as one crop: digit mode reads it, a broken digit may be it, and in every mode it is the
-    # model's view of the image as one thing (a star, a letter), which its pieces must not outvote (step 5).
-    whole = merge_groups(segmentation.groups) if mode == "digit" or merge_option or len(crops) > 1 else None
-    if whole is not None:
-        crops.append(whole)
-        heights.append(whole.box[3])
-    rendered = [render_piece(grey, ink, segmentation, crop) for crop in crops]
-    scores = classify(classifier, np.stack([image for image, _ in rendered]))
+    if alone is None:
+        crops = [piece.group for pieces, _ in plans for piece in pieces]
+        heights = [group.box[3] for group, (pieces, _) in zip(itertools.chain.from_iterable(rows), plans, strict=True)
+                   for _ in pieces]
+        single = rows[0] if len(rows) == 1 else ()
+        merge_option = mode != "number" and looks_like_one_digit(single)
+        # The whole ink as one crop: digit mode reads it, a broken digit may be it, and in every mode it is the
+        # model's view of the image as one thing (a star, a letter), which its pieces must not outvote (step 5).
+        whole = merge_groups(segmentation.groups) if mode == "digit" or merge_option or len(crops) > 1 else None
+        if whole is not None:
+            crops.append(whole)
+            heights.append(whole.box[3])
+        rendered = [render_piece(grey, ink, segmentation, crop) for crop in crops]
+        scores = classify(classifier, np.stack([image for image, _ in rendered]))
     score = piece_scores(crops, heights, scores.probabilities, scores.not_digit)
     # 4. per group, the best way of cutting it; its margin over the second best is the segmentation's doubt
     read_rows: list[list[Choice]] = []

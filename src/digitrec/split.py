@@ -61,15 +61,19 @@ def banded_paths(cost: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
     columns = np.arange(width)[:, None] + offsets[None, :]  # (w, k) the column each state stands on
     outside = (columns < 0) | (columns >= width)
     clipped = columns.clip(0, width - 1)
-    total = np.where(outside | (offsets[None, :] != 0), np.inf, cost[0][clipped])  # (w, k): start at offset 0
+    step_cost = np.where(outside[None], np.inf, cost[:, clipped])  # (h, w, k): one gather, not one per row
+    total = np.where(offsets[None, :] != 0, np.inf, step_cost[0])  # (w, k): start at offset 0
     steps = np.zeros((height, width, len(offsets)), np.int8)
+    # The three ways into each state, in one buffer made once (a row's loop was mostly np.pad's overhead):
+    # [0] from the state one column to the left, [1] straight down, [2] from the right; inf at the band's edges.
+    choices = np.full((3, width, len(offsets)), np.inf)
     for row in range(1, height):
-        from_left = np.pad(total[:, :-1], ((0, 0), (1, 0)), constant_values=np.inf) + DIAGONAL_COST
-        from_right = np.pad(total[:, 1:], ((0, 0), (0, 1)), constant_values=np.inf) + DIAGONAL_COST
-        choices = np.stack([from_left, total, from_right])  # (3, w, k)
+        np.add(total[:, :-1], DIAGONAL_COST, out=choices[0, :, 1:])
+        choices[1] = total
+        np.add(total[:, 1:], DIAGONAL_COST, out=choices[2, :, :-1])
         choice = np.argmin(choices, axis=0)  # (w, k)
-        total = np.take_along_axis(choices, choice[None], axis=0)[0] + np.where(outside, np.inf, cost[row][clipped])
-        steps[row] = choice.astype(np.int8) - 1
+        total = choices.min(axis=0) + step_cost[row]
+        steps[row] = choice - 1
     best = np.argmin(total, axis=1)  # (w,) the offset each start's path ends at
     starts = np.arange(width)
     paths = np.empty((width, height), np.int64)

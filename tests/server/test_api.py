@@ -253,11 +253,11 @@ class ExplodingClassifier:
 
     def __init__(self, inner: Any) -> None:
         self.source = inner.source
-        self.warmed_up = False
+        self.warm_up_calls = 2  # the warm-up's one digit: one call, or two when it is unsure and its cuts are read
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        if not self.warmed_up:
-            self.warmed_up = True
+        if self.warm_up_calls > 0:
+            self.warm_up_calls -= 1
             return np.full((len(images), 10), 0.1, np.float32)
         raise RuntimeError("secret internal state /etc/passwd")
 
