@@ -52,7 +52,7 @@ ONE_HEIGHT = 0.8  # ... and so is a 1 shorter than this (x its group's height) .
 FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
 # A thing this narrow (width / height) could be one digit: if the model says it is not a digit, its pieces
 # do not outvote it unless each is a confident digit (not_digit under this fraction of the model's threshold):
-WHOLE_ASPECT = 1.2
+WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
