@@ -153,3 +153,64 @@ def test_any_array_gives_a_consistent_recognition(grey: np.ndarray, mode: str) -
     for digit in result.digits:
         x, y, w, h = digit.box
         assert x >= 0 and y >= 0 and x + w <= grey.shape[1] and y + h <= grey.shape[0]
+
+
+def scores_of(rows: list[tuple[int, float, float]]):
+    """[(digit, its probability, not_digit)] -> `runtime.Scores` (the rest of each row spread evenly)."""
+    from digitrec.runtime import Scores
+
+    probabilities = np.array([[(1 - top) / 9] * 10 for _, top, _ in rows], np.float32)
+    for row, (digit, top, _) in enumerate(rows):
+        probabilities[row, digit] = top
+    return Scores(probabilities, np.array([nd for _, _, nd in rows], np.float32))
+
+
+@pytest.mark.parametrize(
+    ("width", "whole_not_digit", "pieces", "rejected"),
+    [(50, 0.95, [(4, 0.85, 0.1), (1, 0.99, 0.05)], True),  # a star: its arms read as unsure digits
+     (50, 0.95, [(4, 0.99, 0.05), (1, 0.99, 0.60)], True),  # a piece the model half doubts is a digit
+     (50, 0.95, [(1, 0.99, 0.05), (1, 0.99, 0.05)], False),  # "11" written close: each piece a sure digit
+     (50, 0.30, [(4, 0.85, 0.1), (1, 0.85, 0.1)], False),  # the whole could be digits: the cut reading stands
+     (90, 0.95, [(4, 0.85, 0.1), (1, 0.85, 0.1)], False)],  # wider than one digit: a number's whole says nothing
+    ids=["unsure-pieces", "doubted-piece", "sure-pieces", "whole-not-rejected", "too-wide"],
+)
+def test_pieces_do_not_outvote_a_non_digit_whole(width: int, whole_not_digit: float, pieces: list,
+                                                 rejected: bool) -> None:
+    from digitrec.recognize import outvoting
+    from digitrec.runtime import Thresholds
+    from digitrec.segment import Group
+
+    scores = scores_of([(0, 0.5, whole_not_digit), *pieces])
+    thresholds = Thresholds(not_digit=0.79, low_confidence=0.92)
+    assert outvoting(Group((1,), (0, 0, width, 50)), scores, 0, [1, 2], thresholds) is rejected
+
+
+def test_a_lone_confident_digit_is_one_crop(mnist_digits) -> None:
+    """A single digit a bit wider than tall that the model reads surely is not put through the cut search
+    (one crop, one batch): the cut search and its crops were most of the cost of reading one digit."""
+    from digitrec.runtime import classify
+
+    class Counting:
+        def __init__(self, inner) -> None:
+            self.inner, self.source, self.batches = inner, inner.source, []
+
+        def predict_scores(self, images: np.ndarray):
+            self.batches.append(len(images))
+            return classify(self.inner, images)
+
+    images, labels = mnist_digits
+    model = load_classifier()
+    wide = [i for i in range(400) if 0.75 < aspect(images[i]) <= 1.0][:12]  # would be cut search candidates
+    assert len(wide) >= 6
+    single = 0
+    for index in wide:
+        counting = Counting(model)
+        result = recognize(images[index], counting, "auto")
+        assert result.number == str(labels[index])
+        single += counting.batches == [1]
+    assert single >= len(wide) - 2
+
+
+def aspect(image: np.ndarray) -> float:
+    rows, cols = np.nonzero(image > 64)
+    return (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1)
