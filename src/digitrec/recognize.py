@@ -309,7 +309,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             taken, best, second = best_readings(pieces, score[start : start + len(pieces)], nodes, DIGIT_COST)
             if not taken:  # cannot happen (the whole group is always a piece); read it whole
                 taken, best, second = [len(pieces) - 1], 0.0, -math.inf
-            if len(taken) > 1 and mode != "digit":
+            # A lone group's pieces must not outvote it; in a row of several, the row's whole is checked below
+            # (dropping one group of a number would answer a wrong number, not a rejection).
+            if len(taken) > 1 and mode != "digit" and len(every) == 1:
                 uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
                 if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds):
                     outvoted += 1
