@@ -5,56 +5,30 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from test_page_browser import SEVEN, draw, wait_for_answer
 
-from digitrec.server.app import create_app
 from digitrec.server.settings import ServerSettings
 
 pytestmark = pytest.mark.browser
 
 
-@contextmanager
-def serving(settings: ServerSettings) -> Iterator[str]:
-    """The app for `settings` on uvicorn, 127.0.0.1 and a free port, in a background thread: its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture
-def open_page(browser: Any, model_path: Path, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def open_page(browser: Any, model_path: Path, tmp_path: Path,
+              server_runner: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     """open_page(**settings) -> the page, served with those settings and a fresh SQLite store in tmp_path."""
     contexts: list[Any] = []
     with_servers: list[Any] = []
 
     def start(**overrides: Any) -> Any:
         settings = ServerSettings(model_path=model_path, store=str(tmp_path / "corrections.sqlite3"), **overrides)
-        manager = serving(settings)
+        manager = server_runner(settings)
         url = manager.__enter__()
         with_servers.append(manager)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
