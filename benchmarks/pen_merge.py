@@ -34,6 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from layout import skeleton  # Zhang-Suen thinning, shared with the layout benchmark
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 CANVAS = (360, 600)  # (height, width) of the page's canvas
@@ -46,38 +48,13 @@ def new_pen(height: float) -> float:
     return min(PEN_MAX, max(PEN_MIN, PEN_RATIO * height))
 
 
-def thin(mask: np.ndarray) -> np.ndarray:
-    """(h, w) bool -> (h, w) bool one-pixel-wide centre line (Zhang-Suen thinning)."""
-    image = np.pad(mask.astype(np.uint8), 1)
-    while True:
-        changed = False
-        for step in (0, 1):
-            p = image
-            # Neighbours P2..P9, clockwise from north.
-            n = [np.roll(p, shift, axis=(0, 1)) for shift in
-                 [(1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1)]]
-            count = sum(n)
-            transitions = sum(((n[i] == 0) & (n[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8))
-            if step == 0:
-                c1, c2 = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
-            else:
-                c1, c2 = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
-            remove = (p == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (c1 == 0) & (c2 == 0)
-            if remove.any():
-                image = image.copy()
-                image[remove] = 0
-                changed = True
-        if not changed:
-            return image[1:-1, 1:-1].astype(bool)
-
-
 def centre_line(digit: np.ndarray, height: int) -> np.ndarray:
     """(28, 28) uint8 MNIST digit -> (height, w) bool centre line of its ink, scaled to `height` px tall."""
     ys, xs = np.nonzero(digit > 60)
     crop = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     scale = height / crop.shape[0]
     big = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), height), interpolation=cv2.INTER_CUBIC)
-    return thin(big > 100)
+    return skeleton(big > 100)
 
 
 def render(lines: list[np.ndarray], gaps: list[float], jitter: list[int], pen: float) -> tuple[np.ndarray, bool]:
