@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from digitrec.preprocess import find_ink, render_digit
+from digitrec.recognize import original_box
 from digitrec.segment import Group, group_mask, merge_groups, segment_ink
 
 Stroke = np.ndarray  # (K, 2) float: x, y control points of one pen stroke, unit box (y down)
@@ -146,14 +147,6 @@ def on_paper(ink: np.ndarray, paper: Paper, rng: np.random.Generator) -> np.ndar
     if paper.noise > 0:
         grey = grey + np.asarray(rng.normal(0.0, paper.noise, np.shape(grey)), np.float32)
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
-
-
-def original_box(group: Group, scale: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """A group's analysis-pixel box -> (x, y, w, h) in original pixels (as `recognize` converts it)."""
-    x, y, w, h = group.box
-    x0, y0 = math.floor(x / scale), math.floor(y / scale)
-    x1, y1 = min(shape[1], math.ceil((x + w) / scale)), min(shape[0], math.ceil((y + h) / scale))
-    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
 def pipeline_crops(grey: np.ndarray, *, whole: bool = True, groups: bool = False) -> list[np.ndarray]:
