@@ -91,6 +91,33 @@ def test_models_cli(registry: Registry, tmp_path: Path, capsys: pytest.CaptureFi
     assert "no model version 'v9'" in error and error.count("\n") == 1
 
 
+def test_predict_reads_with_the_active_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`predict` without --model runs the registry's active version, as serve does; --model overrides it."""
+    import shutil
+
+    from digitrec.bundle import default_bundle_dir
+
+    # The bundled model with a huge calibration temperature: the same readings, far lower confidences.
+    softened = tmp_path / "softened"
+    shutil.copytree(default_bundle_dir(), softened)
+    metadata = json.loads((softened / "model.json").read_text())
+    metadata["calibration"] = {**metadata.get("calibration", {}), "temperature": 50.0}
+    (softened / "model.json").write_text(json.dumps(metadata))
+    image = str(Path(__file__).resolve().parent.parent / "docs" / "examples" / "photo-digit.jpg")
+    folder = ["--models-dir", str(tmp_path / "models")]
+
+    def confidence(*extra: str) -> float:
+        assert main(["predict", image, "--json", "--mode", "digit", "--jobs", "1", *folder, *extra]) == 0
+        return json.loads(capsys.readouterr().out)[0]["confidence"]
+
+    bundled = confidence()  # no version promoted yet: the bundled model
+    assert bundled > 0.9
+    registry = Registry(tmp_path / "models")
+    registry.promote(registry.add(softened).name)
+    assert confidence() < 0.5 * bundled
+    assert confidence("--model", str(default_bundle_dir())) == bundled
+
+
 PROMOTER = """
 import sys
 from digitrec.registry import Registry

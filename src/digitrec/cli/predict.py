@@ -40,7 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=("auto", "digit", "number"), default="auto",
                         help="digit: the image is one digit; number: a row of digits; auto: decide (default)")
     parser.add_argument("--model", default=None,
-                        help="model bundle folder or .tflite/.keras/.h5 file (default: the bundled model)")
+                        help="model bundle folder or .tflite/.keras/.h5 file (default: the active model version"
+                             " in --models-dir, as `digitrec serve` runs it, else the bundled model)")
+    parser.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+                        help="model versions folder whose active version is read when --model is not given"
+                             " (default: $DIGITREC_MODELS, else the user data folder)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON array (default: a table)")
     output.add_argument("--csv", action="store_true", help="print CSV (default: a table)")
@@ -179,6 +183,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--resume needs --output FILE (the results to continue)")
     if args.output is not None:
         output_format(args.output)  # a bad suffix is an error before any work
+    if args.model is None:  # the registry's active version, as `serve` runs it (issue 11); else the bundled model
+        from digitrec.registry import serving_choice
+
+        model, _ = serving_choice(None, args.models_dir)
+        args.model = None if model is None else str(model)
     if args.engine == "ray":
         return run_ray(args)
     inputs = inputs_of(args)
