@@ -33,6 +33,11 @@ BACKGROUND_MAX_SIDE = 96  # the paper's lighting varies slowly; estimate it on a
 RENDER_BOX = 80  # render each digit with its longer side at most this (4x the final 20) before the last resize
 MIN_CONTRAST = 0.12  # ink must be at least 12% darker than its paper (faint pencil is ~25%)
 NOISE_SIGMAS = 5.0  # ... and this many noise standard deviations above it
+# Contrast this clearly split in two (Otsu's between-class share of the variance) is paper and ink whatever
+# their proportions: the paper's noise is then measured on its own class (ink may be half the picture).
+BIMODAL_SEPARATION = 0.7
+MAX_WRITING_SHARE = 0.62  # writing (a bold digit cropped tight, its blur included) covers at most this share
+DENSE_SHARE = 0.2  # ink over this share of the picture is dense (a bold digit in a tight crop): check polarity
 # Stroke width of MNIST digits, measured with `stroke_width` on the MNIST test set scaled to an 80 px box:
 # 5th/50th/95th percentiles 6.6 / 10.1 / 15.8 px. Strokes outside [MIN, MAX] are grown or thinned.
 MNIST_STROKE_80 = 10.0
@@ -151,12 +156,36 @@ def ink_levels(contrast: np.ndarray) -> tuple[float, float, float]:
     contrast under the noise floor is paper.
     """
     sample = contrast[:: max(1, contrast.shape[0] // 128), :: max(1, contrast.shape[1] // 128)]  # (<=~256)^2
-    median = float(np.median(sample))
-    noise = 1.4826 * float(np.median(np.abs(sample - median)))  # robust sigma: the paper dominates
     otsu, _ = cv2.threshold((sample * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    paper = sample
+    # Judged on the contrast smoothed a little: regions, not pixels (pixel noise, even uniform noise, is one
+    # class once smoothed; ink strokes are not changed by it).
+    smoothed = cv2.GaussianBlur(contrast, (0, 0), 1.0)[:: max(1, contrast.shape[0] // 128),
+                                                         :: max(1, contrast.shape[1] // 128)]
+    if otsu_separation(smoothed, otsu / 255.0) >= BIMODAL_SEPARATION:
+        # Two clear classes (a bold digit filling the frame: ink is 30-60% of the pixels): the paper's own
+        # spread is its class's, not the whole image's, which the ink would inflate past any ink contrast.
+        paper = sample[sample < otsu / 255.0]
+    median = float(np.median(paper))
+    noise = 1.4826 * float(np.median(np.abs(paper - median)))  # robust sigma: the paper dominates
     floor = median + 3.0 * noise
     threshold = max(otsu / 255.0, median + NOISE_SIGMAS * noise, MIN_CONTRAST)
     return min(floor, threshold / 2), max(floor, threshold / 2), threshold
+
+
+def otsu_separation(values: np.ndarray, threshold: float) -> float:
+    """Between-class variance over total variance when `values` are split at `threshold` (Otsu's
+    effectiveness, in [0, 1]): about 0.64 for one Gaussian peak (blank paper's noise), near 1 for two
+    separate peaks (paper and ink)."""
+    total = float(values.var())
+    if total <= 0.0:
+        return 0.0
+    high = values >= threshold
+    share = float(high.mean())
+    if share in (0.0, 1.0):
+        return 0.0
+    gap = float(values[high].mean()) - float(values[~high].mean())
+    return share * (1.0 - share) * gap * gap / total
 
 
 def hysteresis(contrast: np.ndarray, weak_threshold: float, threshold: float) -> np.ndarray:
@@ -179,6 +208,30 @@ def find_ink(grey: np.ndarray) -> InkMap:
     small, scale = scale_to_max_side(np.asarray(grey, dtype=np.float32), ANALYSIS_MAX_SIDE)
     # 2. polarity: turn light-on-dark (chalkboards, MNIST) into dark-on-light "paper"
     dark = ink_is_dark(small)
+    ink = ink_map(small, scale, dark)
+    # The skewness vote needs ink to be the sparse side; a bold digit filling a tight crop is not. When the
+    # vote finds no ink, or dense ink (over DENSE_SHARE of the picture), the other polarity is tried too,
+    # and the one whose ink is plausible (some, at most MAX_WRITING_SHARE) and touches the picture's edge
+    # less is kept: paper surrounds writing, even a tightly cropped digit's.
+    share = float(ink.mask.mean())
+    if share == 0.0 or share > DENSE_SHARE:
+        other = ink_map(small, scale, not dark)
+        other_share = float(other.mask.mean())
+        if 0.0 < other_share <= MAX_WRITING_SHARE and (
+                share == 0.0 or share > MAX_WRITING_SHARE or edge_share(other.mask) < edge_share(ink.mask)):
+            other.steps["polarity_flipped"] = True
+            return other
+    return ink
+
+
+def edge_share(mask: np.ndarray) -> float:
+    """(h, w) bool -> the share of the picture's outermost pixels that are ink."""
+    ring = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
+    return float(ring.mean()) if ring.size else 0.0
+
+
+def ink_map(small: np.ndarray, scale: float, dark: bool) -> InkMap:
+    """(h, w) analysis-size grey and a polarity -> its `InkMap`."""
     paper = small if dark else 1.0 - small
     # 3. divide out the paper's tone: lighting gradients, shadows, tinted or grey paper
     background = estimate_background(paper)

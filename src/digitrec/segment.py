@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from digitrec.preprocess import InkMap, stroke_width
+from digitrec.preprocess import MAX_WRITING_SHARE, InkMap, stroke_width
 
 MAX_COMPONENTS = 400  # bound the work on noise: only the largest components are considered
 SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
@@ -36,7 +36,7 @@ MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
 MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
 RULED_LINE_SPAN = 0.45  # long runs in one band of rows over 45% of the width may be a ruled line (its
 # far end may fade into the lighting: the bundled ruled-ballpoint example keeps only 56% of its line)
-MAX_INK_FRACTION = 0.5  # more "ink" than paper: noise or a photo of something else, not writing
+MAX_INK_FRACTION = MAX_WRITING_SHARE  # more "ink" than this: noise or a photo of something else, not writing
 
 
 NOISE_COMPONENTS = 8  # a group of this many components whose largest holds under half its ink: scattered noise
