@@ -10,7 +10,8 @@ full), never left waiting.
     png-rgba-16 / png-rgba-48    the same with a 39 MP RGBA PNG with some transparency
     jpeg-64 / jpeg-192           64 and 192 clients uploading a 9.9 MB JPEG
     mix-256                      256 clients of ordinary requests (small digits, photos, a number, junk)
-      -> peak server RSS <= 1 GB, /healthz p99 <= 100 ms, small requests answered or refused at once
+      -> peak server RSS (with its reader processes) <= 1 GB, /healthz p99 <= 100 ms, small requests
+         answered or refused at once
     bombs                        progressive JPEG with thousands of scans, TIFF with 60,000 pages:
       -> <= 2 s of server CPU per request (from /proc, all threads, until the CPU stops moving)
     idle-1100                    1,100 idle sockets against a server at `ulimit -n 1024`
@@ -149,18 +150,52 @@ def proc_status(pid: int) -> dict[str, str]:
 
 
 def server_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
+    """CPU seconds of the server and every process it started (its image readers), the ended ones included."""
+    total = 0
+    for each in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime + stime (all threads) + cutime + cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of `pid`'s children, grandchildren, ... (the server's image-reader processes and their forkserver)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of the server and every process it started, in MB."""
+    total = 0.0
+    for each in [pid, *descendants(pid)]:
+        try:
+            total += int(proc_status(each)["VmRSS"].split()[0]) / 1024
+        except (OSError, KeyError):
+            continue  # it ended
+    return total
 
 
 def watch(server: Server, stop: threading.Event, guard_mb: float, started: float) -> None:
-    """Sample RSS and threads every 0.2 s; kill the server past `guard_mb` (it would take the machine down)."""
+    """Sample RSS (the server's and its children's together) and threads every 0.2 s; kill the server past
+    `guard_mb` (it would take the machine down)."""
     while not stop.is_set() and server.process.poll() is None:
         try:
             status = proc_status(server.process.pid)
         except OSError:
             return
-        rss = int(status["VmRSS"].split()[0]) / 1024
+        rss = tree_rss_mb(server.process.pid)
         server.rss_samples_mb.append(rss)
         server.threads_max = max(server.threads_max, int(status["Threads"]))
         if rss > guard_mb:
@@ -171,10 +206,17 @@ def watch(server: Server, stop: threading.Event, guard_mb: float, started: float
 
 
 def stop_server(server: Server) -> float:
-    """Stop it; its peak RSS in MB (VmHWM while it lived, else the highest sample)."""
+    """Stop it; its peak RSS in MB: the highest sample of it and its children together, or the sum of their
+    VmHWM (each process's own peak) if that is higher."""
     peak = max(server.rss_samples_mb, default=0.0)
     if server.process.poll() is None:
-        peak = max(peak, int(proc_status(server.process.pid)["VmHWM"].split()[0]) / 1024)
+        high_water = 0.0
+        for each in [server.process.pid, *descendants(server.process.pid)]:
+            try:
+                high_water += int(proc_status(each)["VmHWM"].split()[0]) / 1024
+            except (OSError, KeyError):
+                continue
+        peak = max(peak, high_water)
         server.process.terminate()
         try:
             server.process.wait(timeout=20)

@@ -10,8 +10,9 @@ Three budgets, each checked without waiting:
 
 A budget stays taken until the work that uses it has *really* finished. Python threads cannot be killed,
 so when a request runs out of time its answer (503) goes at once, but its thread, and everything it holds,
-keeps counting until it returns. That is what makes the bound a bound; `imageio` refuses files whose
-decoding would cost far more than their size, so no single piece of work runs long past its deadline.
+keeps counting until it returns. That is what makes the bound a bound. Big images are read in child
+processes (`readers`), which are killed at their request's deadline; a small image's thread runs for
+milliseconds, and `imageio` refuses files whose decoding would cost far more than their size.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from digitrec.imageio import decode_admission
+from digitrec.server.readers import ReaderBusy, ReaderPool, ReaderTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ def lower_thread_priority() -> None:
 MMAP_THRESHOLD_BYTES = 4 << 20
 BIG_UPLOAD_BYTES = 1_000_000
 BIG_PIXELS = 4_000_000
+# Big images waiting per big-lane thread before more are refused, before their bodies are read: each takes
+# ~0.2-2 s, so a longer queue only holds uploads in memory until they time out.
+BIG_WAITING_PER_THREAD = 2
 
 
 def return_big_buffers_to_the_os() -> None:
@@ -138,7 +143,7 @@ class TwoLanePool:
     def __init__(self, threads: int) -> None:
         self._cond = threading.Condition()
         self._lanes: tuple[deque[Any], deque[Any]] = (deque(), deque())  # small, big
-        self._big_limit = max(1, threads - 1)
+        self.big_limit = max(1, threads - 1)
         self._big_running = 0
         self._closed = False
         for index in range(threads):
@@ -158,7 +163,7 @@ class TwoLanePool:
             while not self._closed:
                 if self._lanes[0]:
                     return self._lanes[0].popleft(), False
-                if self._lanes[1] and self._big_running < self._big_limit:
+                if self._lanes[1] and self._big_running < self.big_limit:
                     self._big_running += 1
                     return self._lanes[1].popleft(), True
                 self._cond.wait()
@@ -191,7 +196,7 @@ class TwoLanePool:
             future.cancel()
 
 
-def is_big(data: bytes) -> bool:
+def is_big(data: bytes | memoryview) -> bool:
     """Whether an upload goes to the big lane: over 1 MB, or a PNG whose header declares over 4 megapixels
     (a 39 MP mostly white PNG is ~150 kB). Read from the bytes, without opening the image."""
     if len(data) > BIG_UPLOAD_BYTES:
@@ -206,7 +211,7 @@ class Admission:
     """The server's budgets and its recognition threads; one per app, made in lifespan."""
 
     def __init__(self, *, threads: int, max_queued: int, upload_bytes: int, pixels: int,
-                 max_queue_wait_s: float = 4.0) -> None:
+                 max_queue_wait_s: float = 4.0, reader_processes: bool = True) -> None:
         self.threads = threads
         # A short queue in count can still be a long one in time (64 small digits wait ~0.1 s, 64 big
         # photos minutes). When the oldest waiting recognition has waited this long, the queue is not
@@ -219,6 +224,8 @@ class Admission:
         self._next_job = 0
         self._waiting_lock = threading.Lock()
         self.pool = TwoLanePool(threads)
+        # The big lane's threads each hand their image to a child process that can be killed (see readers).
+        self.readers = ReaderPool(self.pool.big_limit) if reader_processes else None
 
     def reserve_upload(self, nbytes: int) -> Reservation:
         """Take `nbytes` of the upload budget for a body about to be read, or raise `ServerBusy`."""
@@ -226,6 +233,22 @@ class Admission:
             raise ServerBusy(f"the server is busy reading other uploads ({self.upload_bytes.used / 1e6:.0f} MB"
                              f" in flight); retry in {RETRY_AFTER_S} s")
         return Reservation(self.upload_bytes, nbytes)
+
+    def refuse_if_busy(self, *, big: bool) -> None:
+        """Raise `ServerBusy` when a request for this lane would be refused once its body is read: so a 10 MB
+        upload is not read (event loop time, memory) only to be turned away."""
+        now = time.monotonic()
+        with self._waiting_lock:  # the oldest waiting in this lane (dicts keep the order jobs were queued in)
+            lane = [queued for queued, in_big in self._waiting.values() if in_big == big]
+        if lane and now - lane[0] > self.max_queue_wait_s:
+            raise ServerBusy(f"the server is busy (its queue has not moved for {now - lane[0]:.1f} s);"
+                             f" retry in {RETRY_AFTER_S} s")
+        if big and len(lane) >= BIG_WAITING_PER_THREAD * self.pool.big_limit:
+            raise ServerBusy(f"the server is busy reading other large images ({len(lane)} waiting);"
+                             f" retry in {RETRY_AFTER_S} s")
+        if not big and self.work.used >= self.work.capacity:
+            raise ServerBusy(f"the server is busy ({self.work.used} recognitions waiting or running);"
+                             f" retry in {RETRY_AFTER_S} s")
 
     async def run(self, work: Callable[[], T], *, deadline: float, holding: Reservation | None = None,
                   big: bool = False) -> T:
@@ -237,14 +260,11 @@ class Admission:
         caller (its request timed out) drops the work if it has not started; if it has, the work finishes
         on its thread and its budgets are given back then.
         """
+        self.refuse_if_busy(big=big)
         now = time.monotonic()
-        with self._waiting_lock:  # the oldest waiting in this lane (dicts keep the order jobs were queued in)
-            oldest = next((queued for queued, lane in self._waiting.values() if lane == big), now)
+        with self._waiting_lock:
             job = self._next_job
             self._next_job += 1
-        if now - oldest > self.max_queue_wait_s:
-            raise ServerBusy(f"the server is busy (its queue has not moved for {now - oldest:.1f} s);"
-                             f" retry in {RETRY_AFTER_S} s")
         if not self.work.try_take(1):
             raise ServerBusy(f"the server is busy ({self.work.used} recognitions waiting or running);"
                              f" retry in {RETRY_AFTER_S} s")
@@ -296,6 +316,11 @@ class Admission:
         token = decode_admission.set(admit)
         try:
             return work()
+        except ReaderBusy as refusal:
+            raise ServerBusy(str(refusal)) from None
+        except ReaderTimedOut:
+            raise ServerBusy("the request took longer than the server's time limit; its reading was stopped")\
+                from None
         finally:
             decode_admission.reset(token)
             for pixels in taken:
@@ -303,4 +328,6 @@ class Admission:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
+        if self.readers is not None:
+            self.readers.shutdown()
 

@@ -15,7 +15,7 @@ from digitrec import __version__
 from digitrec.bundle import INPUT_FORMAT
 from digitrec.recognize import Recognition, recognize
 from digitrec.runtime import Classifier, LiteRTClassifier
-from digitrec.server.admission import is_big
+from digitrec.server.admission import BIG_UPLOAD_BYTES, is_big
 from digitrec.server.deps import AdmissionDep, ServedModelDep, SettingsDep
 from digitrec.server.schemas import DigitPrediction, ErrorResponse, LinePrediction, Mode, ModelInfo, PredictResponse
 from digitrec.server.upload import declared_length, read_image_bytes
@@ -56,15 +56,23 @@ async def predict(
     images: Annotated[bool, Query(description="add each digit's 28x28 model input as a PNG data URL")] = False,
 ) -> Response:
     """Read the digit or number in an image (multipart field `file`, or the image bytes as the body)."""
-    # Admitted before a byte is read: twice the length, for the body and the image cut out of it.
-    upload = admission.reserve_upload(2 * declared_length(request, settings.max_body_bytes))
+    # Admitted before a byte is read: refused now if its lane is full (over 1 MB: the big images' lane), and
+    # twice the length taken from the upload budget (the body, and a copy on its way to be read).
+    length = declared_length(request, settings.max_body_bytes)
+    admission.refuse_if_busy(big=length > BIG_UPLOAD_BYTES)
+    upload = admission.reserve_upload(2 * length)
     try:
         data = await read_image_bytes(request, settings.max_body_bytes)
         started = time.perf_counter()
         deadline = getattr(request.state, "deadline", time.monotonic() + settings.request_timeout_s)
         reply.headers["X-Model-Version"] = served.version or "unversioned"  # the registry version answering
-        run = partial(recognize, data, served.classifier, mode.value, max_pixels=settings.max_pixels)
         big = is_big(data)
+        if big and admission.readers is not None and isinstance(served.classifier, LiteRTClassifier):
+            # In a child process that is killed at the deadline (the model is loaded there from its files).
+            run = partial(admission.readers.recognize, data, served.classifier.source, mode.value,
+                          max_pixels=settings.max_pixels, deadline=deadline)
+        else:
+            run = partial(recognize_upload, data, served.classifier, mode.value, max_pixels=settings.max_pixels)
         del data  # the worker holds the bytes now (and the upload budget until it is done with them)
         recognition = await admission.run(run, deadline=deadline, holding=upload, big=big)
     finally:
@@ -94,6 +102,12 @@ async def model_info(served: ServedModelDep, settings: SettingsDep) -> ModelInfo
         model_version=served.version,
         feedback=settings.feedback_mode,
     )
+
+
+def recognize_upload(data: memoryview, classifier: Classifier, mode: str, *, max_pixels: int) -> Recognition:
+    """`recognize` an upload (a view of its body), copied to bytes here, on a recognition thread: a copy on
+    the event loop held it for milliseconds per big upload."""
+    return recognize(bytes(data), classifier, mode, max_pixels=max_pixels)
 
 
 def to_response(recognition: Recognition, *, with_images: bool) -> PredictResponse:

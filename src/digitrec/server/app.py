@@ -20,7 +20,12 @@ from digitrec.runtime import Classifier, load_classifier
 from digitrec.server import admission, api, connections, feedback, health, hotswap, pages
 from digitrec.server.admission import Admission
 from digitrec.server.errors import install_error_handlers
-from digitrec.server.middleware import HeadAsGetMiddleware, RequestTimeoutMiddleware, SecurityHeadersMiddleware
+from digitrec.server.middleware import (
+    HeadAsGetMiddleware,
+    HealthFirstMiddleware,
+    RequestTimeoutMiddleware,
+    SecurityHeadersMiddleware,
+)
 from digitrec.server.settings import SETTINGS_ENV, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,8 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
         app.state.admission = Admission(threads=settings.max_concurrent_inferences, max_queued=settings.max_queued,
                                         upload_bytes=settings.max_inflight_upload_bytes,
                                         pixels=settings.max_inflight_pixels,
-                                        max_queue_wait_s=settings.max_queue_wait_s)
+                                        max_queue_wait_s=settings.max_queue_wait_s,
+                                        reader_processes=settings.reader_processes)
         app.state.feedback_store = feedback.LazyStore(settings.store)
         try:
             async with hotswap.watching(app, settings, classifier_loader, api.warm_up):
@@ -77,6 +83,7 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["content-type"])
+    app.add_middleware(HealthFirstMiddleware)  # outermost: a probe waits for nothing else
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(api.router)

@@ -1,4 +1,8 @@
-"""`GET /healthz`: for load balancers and orchestrators."""
+"""`GET /healthz`: for load balancers and orchestrators.
+
+`middleware.HealthFirstMiddleware` answers it first, in one step, with the same body; this route documents
+it in the OpenAPI schema (and answers if the middleware is ever left out).
+"""
 
 from __future__ import annotations
 

@@ -37,6 +37,9 @@ class ServerSettings:
     # Pixels being decoded or read at once; a 40 MP RGBA PNG peaks at ~320 MB while it is read, so this
     # keeps one such image (plus small ones) in memory at a time.
     max_inflight_pixels: int = 48_000_000
+    # Big images are read in child processes killed at their request's deadline (server/readers.py); off:
+    # in threads, which finish what they started.
+    reader_processes: bool = True
     # Connections: past this many, the longest-idle one is closed for the new one (never "too many open
     # files"); 0: from the open-file limit.
     max_connections: int = 0

@@ -1,0 +1,204 @@
+"""Big images read in child processes, which are killed when their request's time is up.
+
+A thread cannot be stopped: a legitimate but costly image (a 40-megapixel PNG takes ~1.6 s of CPU) kept
+burning its CPU long after its request had been answered 503. And while it ran, its Python parts (Pillow's
+block loop, copies, the reading pipeline) took turns at the GIL with the event loop, so `/healthz` waited
+seconds under a flood of big uploads. So the big lane's threads hand their image to a child process each
+and only wait:
+
+- the child decodes and recognises, with the same `recognize` the threads run, and sends the small
+  `Recognition` back;
+- just before decoding it asks its thread for the decoded-pixel budget (`imageio.decode_admission`), so the
+  server's budgets hold across processes;
+- at the request's deadline (plus `KILL_GRACE_S`) the thread kills the child and starts a fresh one: the
+  CPU stops within about a second of the deadline, whatever the image.
+
+Children start from a forkserver (forking a process that runs threads can copy a held lock and hang), run at
+a lower priority than the event loop, load each model once, and exit when the server goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from digitrec.bundle import ModelSource
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_S = 0.5  # past the request's deadline, before its child is killed
+CHILD_NICENESS = 2  # as the recognition threads (admission.WORKER_NICENESS): the event loop comes first
+
+
+class ReaderBusy(Exception):
+    """The child was refused the pixel budget (or time): the thread answers 503 (`admission.ServerBusy`)."""
+
+
+class ReaderCrashed(RuntimeError):
+    """The child died while reading (killed by the OS, a decoder crash)."""
+
+
+class ReaderTimedOut(Exception):
+    """The request's deadline passed while its child was still reading; the child was killed."""
+
+
+def child_main(connection: Connection) -> None:
+    """A reader process: read the images its thread sends, one at a time, until the server goes away."""
+    from digitrec.imageio import decode_admission
+    from digitrec.recognize import recognize
+    from digitrec.runtime import LiteRTClassifier
+
+    with contextlib.suppress(OSError):  # not allowed: the same priority, still correct
+        os.nice(CHILD_NICENESS)
+    classifiers: dict[Any, LiteRTClassifier] = {}
+
+    def admit(image_format: str, width: int, height: int) -> None:
+        connection.send(("admit", image_format, width, height))
+        refusal = connection.recv()
+        if refusal is not None:
+            raise ReaderBusy(refusal)
+
+    decode_admission.set(admit)
+    while True:
+        try:
+            source, mode, max_pixels = connection.recv()
+            data = connection.recv_bytes()
+        except (EOFError, OSError):  # the server is gone
+            return
+        key = (str(source.tflite_path), source.description)
+        try:
+            classifier = classifiers.get(key)
+            if classifier is None:
+                classifiers.clear()  # a hot swap: the old model is not asked for again
+                classifier = classifiers[key] = LiteRTClassifier(source)
+            answer: tuple[str, Any] = ("done", recognize(data, classifier, mode, max_pixels=max_pixels))
+        except ReaderBusy as refusal:
+            answer = ("busy", str(refusal))
+        except Exception as error:  # handed to the request, as a thread's exception is
+            answer = ("error", error)
+        del data
+        try:
+            connection.send(answer)
+        except (EOFError, OSError):
+            return
+        except Exception as error:  # an exception that does not pickle
+            connection.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
+
+
+class ReaderProcess:
+    """One child process and the pipe to it; used by one thread at a time."""
+
+    def __init__(self, context: Any) -> None:
+        self.connection, child_end = context.Pipe(duplex=True)
+        self.process = context.Process(target=child_main, args=(child_end,), name="digitrec-reader", daemon=True)
+        self.process.start()
+        child_end.close()
+
+    def read(self, data: bytes, source: ModelSource, mode: str, max_pixels: int, deadline: float,
+             admit: Callable[[str, int, int], None] | None) -> Any:
+        """The child's `Recognition` of `data`; raises what `recognize` raised, or a Reader* exception."""
+        try:
+            self.connection.send((source, mode, max_pixels))
+            self.connection.send_bytes(data)  # not pickled: no copy of a 10 MB upload
+            while True:
+                left = deadline + KILL_GRACE_S - time.monotonic()
+                if left <= 0 or not self.connection.poll(left):
+                    raise ReaderTimedOut()
+                kind, *payload = self.connection.recv()
+                if kind == "admit":
+                    try:
+                        if admit is not None:
+                            admit(*payload)
+                    except Exception as refusal:  # ServerBusy: the child stops before decoding
+                        self.connection.send(getattr(refusal, "detail", str(refusal)))
+                    else:
+                        self.connection.send(None)
+                    continue
+                if kind == "done":
+                    return payload[0]
+                if kind == "busy":
+                    raise ReaderBusy(payload[0])
+                raise payload[0]
+        except (EOFError, OSError, BrokenPipeError) as error:
+            raise ReaderCrashed(f"the image reader process died ({error or 'no answer'})") from None
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+
+class ReaderPool:
+    """Child processes for the big lane: one per thread that may read a big image at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._context = multiprocessing.get_context("forkserver")
+        self._idle: list[ReaderProcess] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.killed = 0  # children killed at a deadline (for tests and logs)
+        # Started in the background: the first small answer never waits for them.
+        threading.Thread(target=self._fill, name="digitrec-reader-start", daemon=True).start()
+
+    def _fill(self) -> None:
+        for _ in range(self.size):
+            reader = self._start()
+            with self._lock:
+                if self._closed:
+                    reader.kill()
+                    return
+                self._idle.append(reader)
+
+    def _start(self) -> ReaderProcess:
+        return ReaderProcess(self._context)
+
+    def recognize(self, data: bytes, source: ModelSource, mode: str, *, max_pixels: int, deadline: float) -> Any:
+        """`recognize(data, <the model at source>, mode)` in a child, killed at `deadline` + KILL_GRACE_S.
+
+        Runs on a recognition thread, whose `decode_admission` (the pixel budget) the child asks.
+        """
+        from digitrec.imageio import decode_admission
+
+        with self._lock:
+            if self._closed:
+                raise ReaderCrashed("the server is shutting down")
+            reader = self._idle.pop() if self._idle else None
+        if reader is None or not reader.alive():
+            reader = self._start()
+        try:
+            result = reader.read(data, source, mode, max_pixels, deadline, decode_admission.get())
+        except (ReaderTimedOut, ReaderCrashed):
+            reader.kill()
+            self.killed += 1
+            threading.Thread(target=self._replace, name="digitrec-reader-start", daemon=True).start()
+            raise
+        self._give_back(reader)
+        return result
+
+    def _give_back(self, reader: ReaderProcess) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self.size:
+                self._idle.append(reader)
+                return
+        reader.kill()
+
+    def _replace(self) -> None:
+        self._give_back(self._start())
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for reader in idle:
+            reader.kill()
