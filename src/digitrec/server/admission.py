@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from digitrec.bundle import ModelSource
 from digitrec.imageio import decode_admission
 from digitrec.server.readers import ReaderBusy, ReaderPool, ReaderTimedOut
 
@@ -211,7 +212,7 @@ class Admission:
     """The server's budgets and its recognition threads; one per app, made in lifespan."""
 
     def __init__(self, *, threads: int, max_queued: int, upload_bytes: int, pixels: int,
-                 max_queue_wait_s: float = 4.0, reader_processes: bool = True) -> None:
+                 max_queue_wait_s: float = 4.0, reader_source: ModelSource | None = None) -> None:
         self.threads = threads
         # A short queue in count can still be a long one in time (64 small digits wait ~0.1 s, 64 big
         # photos minutes). When the oldest waiting recognition has waited this long, the queue is not
@@ -224,8 +225,9 @@ class Admission:
         self._next_job = 0
         self._waiting_lock = threading.Lock()
         self.pool = TwoLanePool(threads)
-        # The big lane's threads each hand their image to a child process that can be killed (see readers).
-        self.readers = ReaderPool(self.pool.big_limit) if reader_processes else None
+        # The big lane's threads hand their image to a child process that can be killed (see readers), which
+        # starts with `reader_source`'s model loaded; None: the threads read big images themselves.
+        self.readers = ReaderPool(self.pool.big_limit, reader_source) if reader_source is not None else None
 
     def reserve_upload(self, nbytes: int) -> Reservation:
         """Take `nbytes` of the upload budget for a body about to be read, or raise `ServerBusy`."""

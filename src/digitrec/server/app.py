@@ -16,7 +16,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
 from digitrec import __version__
-from digitrec.runtime import Classifier, load_classifier
+from digitrec.bundle import ModelSource
+from digitrec.runtime import Classifier, LiteRTClassifier, load_classifier
 from digitrec.server import admission, api, connections, feedback, health, hotswap, pages
 from digitrec.server.admission import Admission
 from digitrec.server.errors import install_error_handlers
@@ -57,7 +58,7 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
                                         upload_bytes=settings.max_inflight_upload_bytes,
                                         pixels=settings.max_inflight_pixels,
                                         max_queue_wait_s=settings.max_queue_wait_s,
-                                        reader_processes=settings.reader_processes)
+                                        reader_source=reader_source(settings, classifier))
         app.state.feedback_store = feedback.LazyStore(settings.store)
         try:
             async with hotswap.watching(app, settings, classifier_loader, api.warm_up):
@@ -91,6 +92,14 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
     app.mount(pages.STATIC_URL, pages.static_files(), name="static")
     app.mount(pages.DOCS_ASSETS_URL, pages.docs_assets(), name="docs-assets")
     return app
+
+
+def reader_source(settings: ServerSettings, classifier: Classifier) -> ModelSource | None:
+    """The model the reader processes start with; None (big images read in threads) when they are off, or when
+    the classifier is not a LiteRT file a child can load (Keras, a test's stand-in)."""
+    if settings.reader_processes and isinstance(classifier, LiteRTClassifier):
+        return classifier.source
+    return None
 
 
 def app_from_environment() -> FastAPI:

@@ -1,20 +1,25 @@
 """Big images read in child processes, which are killed when their request's time is up.
 
 A thread cannot be stopped: a legitimate but costly image (a 40-megapixel PNG takes ~1.6 s of CPU) kept
-burning its CPU long after its request had been answered 503. And while it ran, its Python parts (Pillow's
-block loop, copies, the reading pipeline) took turns at the GIL with the event loop, so `/healthz` waited
-seconds under a flood of big uploads. So the big lane's threads hand their image to a child process each
-and only wait:
+burning its CPU long after its request had been answered 503. And threads share the GIL with the event
+loop: while a big image was read, its Python parts (Pillow's block loop, copies, the reading pipeline) took
+turns at the GIL with the loop, which waited for it at every step. So the big lane's threads (see
+`admission.TwoLanePool`) each hand their image to a child process of their own and only wait:
 
 - the child decodes and recognises, with the same `recognize` the threads run, and sends the small
   `Recognition` back;
-- just before decoding it asks its thread for the decoded-pixel budget (`imageio.decode_admission`), so the
-  server's budgets hold across processes;
-- at the request's deadline (plus `KILL_GRACE_S`) the thread kills the child and starts a fresh one: the
-  CPU stops within about a second of the deadline, whatever the image.
+- before decoding a big image it asks its thread for the decoded-pixel budget (`imageio.decode_admission`),
+  so the server's budgets hold across processes;
+- at the request's deadline (plus `KILL_GRACE_S`) the thread kills the child and a fresh one takes its
+  place: the CPU stops within about a second of the deadline, whatever the image.
 
-Children start from a forkserver (forking a process that runs threads can copy a held lock and hang), run at
-a lower priority than the event loop, load each model once, and exit when the server goes away.
+Small images stay in threads: a child's round trip costs ~0.2 ms of the server's CPU and two more process
+wake-ups, and on this shared 2-core machine that halved small-image throughput (178 against 310 requests/s
+with 16 clients, load 9, back to back), while a small image's thread runs for milliseconds.
+
+Children start from a forkserver (forking the server itself, which runs threads, can copy a held lock and
+hang) with the served model loaded; they run at a lower priority than the event loop, load a new model when
+a hot swap sends it, and exit when the server goes away.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +40,8 @@ from digitrec.bundle import ModelSource
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 0.5  # past the request's deadline, before its child is killed
+ADMIT_PIXELS = 1_000_000  # images this big ask their thread for the pixel budget before decoding
+INLINE_BYTES = 1 << 20  # images up to this size travel in the same message as their request
 CHILD_NICENESS = 2  # as the recognition threads (admission.WORKER_NICENESS): the event loop comes first
 
 
@@ -49,17 +57,19 @@ class ReaderTimedOut(Exception):
     """The request's deadline passed while its child was still reading; the child was killed."""
 
 
-def child_main(connection: Connection) -> None:
+def child_main(connection: Connection, warm_source: ModelSource | None = None) -> None:
     """A reader process: read the images its thread sends, one at a time, until the server goes away."""
+    with contextlib.suppress(OSError):  # first, so that its start-up (~1 s of imports) never delays an answer
+        os.nice(CHILD_NICENESS)
     from digitrec.imageio import decode_admission
     from digitrec.recognize import recognize
     from digitrec.runtime import LiteRTClassifier
 
-    with contextlib.suppress(OSError):  # not allowed: the same priority, still correct
-        os.nice(CHILD_NICENESS)
-    classifiers: dict[Any, LiteRTClassifier] = {}
+    classifier = None if warm_source is None else LiteRTClassifier(warm_source)
 
     def admit(image_format: str, width: int, height: int) -> None:
+        if width * height < ADMIT_PIXELS:  # small: not worth a round trip (the threads bound how many run)
+            return
         connection.send(("admit", image_format, width, height))
         refusal = connection.recv()
         if refusal is not None:
@@ -68,16 +78,14 @@ def child_main(connection: Connection) -> None:
     decode_admission.set(admit)
     while True:
         try:
-            source, mode, max_pixels = connection.recv()
-            data = connection.recv_bytes()
+            source, mode, max_pixels, data = connection.recv()
+            if data is None:
+                data = connection.recv_bytes()
         except (EOFError, OSError):  # the server is gone
             return
-        key = (str(source.tflite_path), source.description)
         try:
-            classifier = classifiers.get(key)
-            if classifier is None:
-                classifiers.clear()  # a hot swap: the old model is not asked for again
-                classifier = classifiers[key] = LiteRTClassifier(source)
+            if source is not None:  # sent with the first image, and after a hot swap
+                classifier = LiteRTClassifier(source)
             answer: tuple[str, Any] = ("done", recognize(data, classifier, mode, max_pixels=max_pixels))
         except ReaderBusy as refusal:
             answer = ("busy", str(refusal))
@@ -95,21 +103,31 @@ def child_main(connection: Connection) -> None:
 class ReaderProcess:
     """One child process and the pipe to it; used by one thread at a time."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, warm_source: ModelSource | None) -> None:
         self.connection, child_end = context.Pipe(duplex=True)
-        self.process = context.Process(target=child_main, args=(child_end,), name="digitrec-reader", daemon=True)
+        self.process = context.Process(target=child_main, args=(child_end, warm_source), name="digitrec-reader",
+                                       daemon=True)
         self.process.start()
         child_end.close()
+        self.source = warm_source  # the model the child has loaded: sent again only when it changes
+        # One poller for the child's life: Connection.poll builds a selector per call (~0.1 ms a request).
+        self.poller = select.poll()
+        self.poller.register(self.connection.fileno(), select.POLLIN)
 
-    def read(self, data: bytes, source: ModelSource, mode: str, max_pixels: int, deadline: float,
+    def read(self, data: bytes | memoryview, source: ModelSource, mode: str, max_pixels: int, deadline: float,
              admit: Callable[[str, int, int], None] | None) -> Any:
         """The child's `Recognition` of `data`; raises what `recognize` raised, or a Reader* exception."""
         try:
-            self.connection.send((source, mode, max_pixels))
-            self.connection.send_bytes(data)  # not pickled: no copy of a 10 MB upload
+            new_source = None if source is self.source else source
+            self.source = source
+            if len(data) <= INLINE_BYTES:  # one message: a small image's whole round trip is two
+                self.connection.send((new_source, mode, max_pixels, bytes(data)))
+            else:
+                self.connection.send((new_source, mode, max_pixels, None))
+                self.connection.send_bytes(data)  # not pickled: no copy of a 10 MB upload
             while True:
                 left = deadline + KILL_GRACE_S - time.monotonic()
-                if left <= 0 or not self.connection.poll(left):
+                if left <= 0 or not self.poller.poll(max(1, int(left * 1000))):
                     raise ReaderTimedOut()
                 kind, *payload = self.connection.recv()
                 if kind == "admit":
@@ -141,8 +159,9 @@ class ReaderProcess:
 class ReaderPool:
     """Child processes for the big lane: one per thread that may read a big image at once."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, warm_source: ModelSource | None = None) -> None:
         self.size = size
+        self.warm_source = warm_source  # loaded by each child as it starts, so the first image waits for nothing
         self._context = multiprocessing.get_context("forkserver")
         self._idle: list[ReaderProcess] = []
         self._lock = threading.Lock()
@@ -161,7 +180,7 @@ class ReaderPool:
                 self._idle.append(reader)
 
     def _start(self) -> ReaderProcess:
-        return ReaderProcess(self._context)
+        return ReaderProcess(self._context, self.warm_source)
 
     def recognize(self, data: bytes, source: ModelSource, mode: str, *, max_pixels: int, deadline: float) -> Any:
         """`recognize(data, <the model at source>, mode)` in a child, killed at `deadline` + KILL_GRACE_S.
