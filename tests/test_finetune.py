@@ -142,3 +142,69 @@ def test_none_corrections_train_the_not_a_digit_output(tmp_path: Path, mnist_dir
 
     assert rejected(tmp_path / "base.keras") < 0.2
     assert rejected(tmp_path / "tuned") >= 0.7  # the served (LiteRT) model now says "not a digit" to them
+
+
+def test_recalibrate_scales_the_base_temperature_by_how_much_sharper_tuning_made_the_outputs() -> None:
+    from digitrec.finetune import recalibrate
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 11))
+    labels = np.array([rng.choice(11, p=np.exp(row) / np.exp(row).sum()) for row in logits])  # calibrated at T=1
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    sharper = recalibrate(1.5, softmax(logits), softmax(2 * logits), labels)  # tuning doubled the logits
+    assert sharper["temperature"] == pytest.approx(3.0, rel=0.1)
+    assert sharper["fitted_here"]["base"] == pytest.approx(1.0, rel=0.1)
+    consistent = recalibrate(1.0, softmax(logits), softmax(2 * logits), labels)  # a base calibrated on this data
+    assert consistent["temperature"] == pytest.approx(2.0, rel=0.1)
+    nll = consistent["validation_nll_tuned"]
+    assert nll["new_temperature"] < nll["base_temperature"]  # keeping the base's T would be overconfident
+    unchanged = recalibrate(1.5, softmax(logits), softmax(logits), labels)
+    assert unchanged["temperature"] == pytest.approx(1.5, rel=1e-3)
+    uncalibrated = recalibrate(None, softmax(logits), softmax(0.5 * logits), labels)  # a base with no T
+    assert uncalibrated["temperature"] == pytest.approx(0.5, rel=0.1)
+
+
+def test_the_run_mix_oversamples_corrections_and_replays_non_digits_every_epoch() -> None:
+    from digitrec.finetune import NOT_A_DIGIT, CorrectionData, FinetuneConfig, run_mix
+
+    corrections = np.full((20, 28, 28), 7, np.uint8)
+    data = CorrectionData(corrections, np.full(20, 3), corrections[:5], np.full(5, 3), 25, 0, 0, "s")
+    replay = (np.full((1000, 28, 28), 1, np.uint8), np.full(1000, 1))
+    negatives = np.full((50, 28, 28), 9, np.uint8)
+    config = FinetuneConfig(replay=400, correction_share=0.5, max_oversample=100)
+    images, labels, repeats = run_mix(data, replay, negatives, config, 3, np.random.default_rng(0))
+    assert repeats == 22  # 0.5 share of an epoch beside 400 MNIST + 50 non-digits: 450 / 20 inputs
+    assert len(labels) == 3 * (20 * repeats + 400 + 50)
+    assert np.sum(labels == 3) == 3 * 20 * repeats and np.sum(labels == NOT_A_DIGIT) == 3 * 50
+    assert np.all(images[labels == NOT_A_DIGIT] == 9) and np.all(images[labels == 3] == 7)
+    assert len(set(labels[:50].tolist())) == 3  # shuffled, not laid out in blocks
+    capped = run_mix(data, replay, negatives, FinetuneConfig(replay=400, correction_share=0.5, max_oversample=5),
+                     1, np.random.default_rng(0))
+    assert capped[2] == 5
+
+
+def test_freeze_keeps_the_first_convolutions_of_each_nested_network() -> None:
+    import keras
+
+    from digitrec.finetune import FinetuneConfig, freeze
+
+    def network(name: str) -> keras.Model:
+        image = keras.Input((28, 28, 1))
+        x = keras.layers.Conv2D(4, 3, name="first")(image)
+        x = keras.layers.BatchNormalization(name="norm")(x)
+        x = keras.layers.Conv2D(4, 3, name="second")(x)
+        x = keras.layers.Conv2D(4, 3, name="third")(x)
+        return keras.Model(image, keras.layers.Dense(10)(keras.layers.Flatten()(x)), name=name)
+
+    image = keras.Input((28, 28, 1))
+    digits, rejector = network("digits"), network("rejector")
+    model = keras.Model(image, keras.layers.Concatenate()([digits(image), rejector(image)]))
+    frozen = freeze(model, FinetuneConfig(frozen_convs=2))
+    assert frozen == ["digits/first", "digits/second", "rejector/first", "rejector/second"]
+    for net in (digits, rejector):
+        assert [layer.trainable for layer in net.layers if layer.name in ("first", "norm", "second", "third")] == [
+            False, False, False, True]

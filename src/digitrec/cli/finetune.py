@@ -135,3 +135,5 @@ def print_figures(figures: dict[str, Any], as_json: bool) -> None:
              else "")
           + (f", {figures['skipped_none']} 'none' skipped (no not-a-digit output)" if figures['skipped_none']
              else ""))
+    if "temperature" in figures:
+        print(f"temperature    {figures['temperature']} (refitted on held-out validation data; see model.json)")
