@@ -111,17 +111,18 @@ class Server:
         self.log.close()
 
 
-def read_all(base: str, images: list[bytes], workers: int = 3) -> list[int | None]:
-    """Each image read through POST /api/v1/predict?mode=digit -> the digit (None: no digit)."""
+def read_all(base: str, images: list[bytes], workers: int = 3) -> list[tuple[int | None, str | None]]:
+    """Each image read through POST /api/v1/predict?mode=digit -> (the digit (None: no digit), the reason)."""
     local = threading.local()
 
-    def read(data: bytes) -> int | None:
+    def read(data: bytes) -> tuple[int | None, str | None]:
         if not hasattr(local, "client"):  # one keep-alive client per thread (a client per call costs more CPU)
             local.client = httpx.Client(timeout=60)
         response = local.client.post(base + "/api/v1/predict", params={"mode": "digit"},
                                      files={"file": ("d.jpg", data, "application/octet-stream")})
         response.raise_for_status()
-        return response.json()["digit"]
+        answer = response.json()
+        return answer["digit"], answer.get("reason")
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(read, images))
@@ -129,6 +130,20 @@ def read_all(base: str, images: list[bytes], workers: int = 3) -> list[int | Non
 
 def error_rate(predicted: list[int | None], labels: np.ndarray) -> float:
     return float(np.mean([p != int(label) for p, label in zip(predicted, labels, strict=True)]))
+
+
+def kinds(errors: dict[str, int]) -> str:
+    return f"{errors['no_ink']} / {errors['not_a_digit']} / {errors['misread']}"
+
+
+def error_kinds(read: list[tuple[int | None, str | None]], labels: np.ndarray) -> dict[str, int]:
+    """The errors by what went wrong: "no_ink" (the pipeline found no ink: no model can help), "not_a_digit"
+    (the model rejected the digit), "misread" (a wrong digit answered, flagged or not)."""
+    kinds = {"no_ink": 0, "not_a_digit": 0, "misread": 0}
+    for (digit, reason), label in zip(read, labels, strict=True):
+        if digit != int(label):
+            kinds[reason if reason in ("no_ink", "not_a_digit") else "misread"] += 1
+    return kinds
 
 
 def misread_rate(predicted: list[int | None], labels: np.ndarray) -> float:
@@ -169,7 +184,8 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
         figures = json.loads(text[text.index("{"): text.rindex("}") + 1]) if "{" in text else {}
         promoted = done.returncode == 0
         swap_s = server.wait_for("v1") if promoted else None  # 4. served without a restart
-        after = read_all(server.base, evaluation[0]) if promoted else None  # 5. their other digits
+        read = read_all(server.base, evaluation[0]) if promoted else None  # 5. their other digits
+        after = None if read is None else [digit for digit, _ in read]
     finally:
         server.stop()
     return {"n": n, "folder": str(folder), "promoted": promoted, "exit_code": done.returncode,
@@ -177,6 +193,7 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
             "finetune_cpu_s": round(cpu, 1), "swap_s": None if swap_s is None else round(swap_s, 2),
             "writer_error_after": None if after is None else error_rate(after, evaluation[1]),
             "writer_misread_after": None if after is None else misread_rate(after, evaluation[1]),
+            "writer_errors_after": None if read is None else error_kinds(read, evaluation[1]),
             "outcome": "promoted" if promoted else ("too few" if done.returncode == 1 else "refused"),
             "figures": figures, "stderr_tail": done.stderr[-600:] if not promoted else ""}
 
@@ -264,29 +281,32 @@ def main() -> int:
         name = f"before-{args.style}-{args.seed}-{args.stream}-{args.others}.json"
         cache = args.cache_dir / name if args.cache_dir else None
         saved = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-        if "before_misread" in saved:  # the base model's reading of the same digits, from a run before
+        if "before_errors" in saved:  # the base model's reading of the same digits, from a run before
             stream_read, before, before_misread = saved["stream_read"], saved["before"], saved["before_misread"]
+            before_errors = saved["before_errors"]
         else:
             (work / "base").mkdir()
             base = Server(work / "base")
             try:  # 0. what the model answers before anything is learnt (the stream decides what gets corrected)
-                stream_read = saved.get("stream_read") or read_all(base.base, stream[0])
+                stream_read = [digit for digit, _ in read_all(base.base, stream[0])]
                 others_read = read_all(base.base, evaluation[0])
-                before = error_rate(others_read, evaluation[1])
-                before_misread = misread_rate(others_read, evaluation[1])
+                before = error_rate([digit for digit, _ in others_read], evaluation[1])
+                before_misread = misread_rate([digit for digit, _ in others_read], evaluation[1])
+                before_errors = error_kinds(others_read, evaluation[1])
             finally:
                 base.stop()
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_text(json.dumps({"stream_read": stream_read, "before": before,
-                                             "before_misread": before_misread}))
+                                             "before_misread": before_misread, "before_errors": before_errors}))
         print(f"before: writer's other digits error {100 * before:.2f}% (misread where a digit was found:"
-              f" {100 * before_misread:.2f}%); stream misreads"
+              f" {100 * before_misread:.2f}%; errors by kind {before_errors}); stream misreads"
               f" {sum(p != int(t) for p, t in zip(stream_read, stream[1], strict=True))}", flush=True)
         runs = []
         for n in args.n:
             run = one_run(n, stream, stream_read, evaluation, args, work)
             run["writer_error_before"], run["writer_misread_before"] = before, before_misread
+            run["writer_errors_before"] = before_errors
             runs.append(run)
             print(json.dumps(run), flush=True)
         from digitrec.bundle import default_bundle_dir
@@ -299,8 +319,9 @@ def main() -> int:
         print(json.dumps({"swap_under_load": swap}), flush=True)
 
     print("\n| N corrections | writer error before | after | reduction | misread before | after | MNIST test before"
-          " | after | drop (pt) | held-out corr. before -> after | gate | fine-tune wall / CPU s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          " | after | drop (pt) | held-out corr. before -> after | gate | fine-tune wall / CPU s"
+          " | errors no ink / not a digit / misread |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in sorted(runs, key=lambda run: run["n"]):
         f = run["figures"]
         after, misread = run["writer_error_after"], run["writer_misread_after"]
@@ -310,7 +331,8 @@ def main() -> int:
               f" | {f.get('mnist_test_before', float('nan')):.4f} | {f.get('mnist_test_after', float('nan')):.4f}"
               f" | {f.get('mnist_drop_points', float('nan')):.2f} | {f.get('held_out_before', float('nan')):.3f} ->"
               f" {f.get('held_out_after', float('nan')):.3f} | {run['outcome']}"
-              f" | {run['finetune_wall_s']} / {run['finetune_cpu_s']} |")
+              f" | {run['finetune_wall_s']} / {run['finetune_cpu_s']} | {kinds(before_errors)} ->"
+              f" {kinds(run['writer_errors_after']) if run['writer_errors_after'] else '-'} |")
     if swap:
         print(f"\nhot swap under load: {swap['requests']} requests, {swap['failed']} failed, {swap['swaps']} swaps"
               f" (each served within {swap['swap_seconds_max']} s), p50 {swap['p50_ms']} ms, p99 {swap['p99_ms']} ms,"
