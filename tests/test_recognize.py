@@ -185,6 +185,53 @@ def test_pieces_do_not_outvote_a_non_digit_whole(width: int, whole_not_digit: fl
     assert outvoting(Group((1,), (0, 0, width, 50)), scores, 0, [1, 2], thresholds) is rejected
 
 
+@pytest.mark.parametrize(
+    ("kept", "rejected", "doubtful"),
+    [([(1, 0.99, 0.53)], 2, True),  # a word: two letters rejected, the third read as an unsure 1
+     ([(7, 1.00, 0.05)], 1, False),  # a sure digit beside a smudge the model rejects
+     ([(7, 1.00, 0.05), (2, 0.99, 0.10)], 1, False),  # a number with a stray mark: more digits than marks
+     ([(2, 0.60, 0.70), (1, 0.99, 0.60), (1, 0.99, 0.40)], 0, True),  # all kept, none a convincing digit
+     ([(2, 0.99, 0.05), (0, 0.99, 0.70), (2, 0.99, 0.05)], 0, False)],  # one doubted digit in a sure number
+    ids=["word", "digit-and-smudge", "number-and-mark", "doubtful-pieces", "one-doubt"],
+)
+def test_a_reading_of_mostly_non_digits_is_rejected(kept: list, rejected: int, doubtful: bool) -> None:
+    from digitrec.recognize import mostly_not_digits
+    from digitrec.runtime import Thresholds
+
+    scores = scores_of(kept)
+    thresholds = Thresholds(not_digit=0.79, low_confidence=0.92)
+    assert mostly_not_digits(list(range(len(kept))), rejected, scores, thresholds) is doubtful
+
+
+class ScriptedClassifier:
+    """A stand-in classifier with a not-a-digit output (default thresholds: 0.5, 0.90): crop i of a batch
+    reads as a sure 1 with not_digit[i]."""
+
+    source = None
+
+    def __init__(self, not_digit: list[float]) -> None:
+        self.not_digit = not_digit
+
+    def predict_scores(self, images: np.ndarray):
+        from digitrec.runtime import Scores
+
+        probabilities = np.full((len(images), 10), 0.01 / 9, np.float32)
+        probabilities[:, 1] = 0.99
+        return Scores(probabilities, np.array(self.not_digit[: len(images)], np.float32))
+
+
+def test_a_word_whose_letters_are_mostly_rejected_is_not_a_number() -> None:
+    """Three strokes, two of which the model rejects: the third is not answered on its own ("1"), the
+    reading is rejected as a whole (it was answered before the rule)."""
+    page = np.full((80, 120), 255, np.uint8)
+    for left in (30, 52, 74):
+        page[20:60, left : left + 3] = 0
+    result = recognize(png_bytes(page), ScriptedClassifier([0.9, 0.9, 0.45, 0.9]), "auto")
+    assert result.digits == () and result.reason == "not_a_digit" and result.number is None
+    sure = recognize(png_bytes(page), ScriptedClassifier([0.05, 0.05, 0.05, 0.9]), "auto")
+    assert sure.number == "111"
+
+
 def test_a_lone_confident_digit_is_one_crop(mnist_digits) -> None:
     """A single digit a bit wider than tall that the model reads surely is not put through the cut search
     (one crop, one batch): the cut search and its crops were most of the cost of reading one digit."""

@@ -230,6 +230,23 @@ def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds:
                    and scores.not_digit[index] < PIECE_NOT_DIGIT * thresholds.not_digit for index in chosen)
 
 
+def mostly_not_digits(kept: list[int], rejected: int, scores: Any, thresholds: Thresholds) -> bool:
+    """Whether a reading is too doubtful to be a number: the crops `kept` (rows of the batch) passed the
+    not-a-digit threshold, `rejected` others of the same reading did not.
+
+    The pieces of a word, a symbol or a scribble each read as some digit, but few of them convincingly:
+    as many rejected as kept (a word's letters) unless every kept one is a confident digit (a digit beside
+    a smudge), or several kept that are not, on average, confident digits (mean not_digit at or over
+    PIECE_NOT_DIGIT of the threshold). The digits of a real number each pass on their own.
+    """
+    not_digit = scores.not_digit[kept]
+    confident = all(float(scores.probabilities[index].max()) >= thresholds.low_confidence for index in kept) \
+        and float(not_digit.max()) < PIECE_NOT_DIGIT * thresholds.not_digit
+    if rejected >= len(kept) and not confident:
+        return True
+    return len(kept) >= 2 and float(np.mean(not_digit)) >= PIECE_NOT_DIGIT * thresholds.not_digit
+
+
 def no_answer(reason: str, mode: str, grey: np.ndarray, steps: dict[str, Any], truncated: bool = False) -> Recognition:
     used = "number" if mode == "number" else "digit"
     height, width = grey.shape
@@ -350,6 +367,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     read_rows = [[choice for choice in row if scores.not_digit[choice.at] < thresholds.not_digit or keep]
                  for row in read_rows]
     read_rows = [row for row in read_rows if row]
+    if mode != "digit" and read_rows and mostly_not_digits([choice.at for row in read_rows for choice in row],
+                                                           rejected, scores, thresholds):
+        outvoted, read_rows = outvoted + 1, []
     steps.update(crops=len(crops), rejected=rejected, outvoted=outvoted, segmentation_certainty=round(certainty, 4))
     if not read_rows:
         return no_answer("not_a_digit", mode, grey, steps, truncated)
