@@ -49,6 +49,20 @@ def test_predict_reads_an_uploaded_digit(client: TestClient, digit_png: Callable
     assert body["timing_ms"] > 0
 
 
+@pytest.mark.parametrize(("query", "with_images", "mode"),
+                         [("images=yes", True, "digit"), ("images=1&mode=digit", True, "digit"),
+                          ("images=off", False, "digit"), ("mode=number&images=false&mode=digit", False, "digit"),
+                          ("unrelated=1", False, "digit")],
+                         ids=["yes", "one", "off", "last-mode-wins", "unknown-ignored"])
+def test_query_parameters_are_read_as_fastapi_reads_them(client: TestClient, digit_png: Callable[[int], bytes],
+                                                         query: str, with_images: bool, mode: str) -> None:
+    response = client.post(f"{PREDICT}?{query}", files={"file": ("d.png", digit_png(4), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["mode"] == mode and body["digit"] == 4
+    assert (body["digits"][0]["image"] or "").startswith("data:image/png;base64,") is with_images
+
+
 def test_predict_takes_the_image_as_a_raw_body(client: TestClient, digit_png: Callable[[int], bytes]) -> None:
     response = client.post(PREDICT, content=digit_png(3), headers={"content-type": "image/png"})
     assert response.status_code == 200, response.text

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import base64
 import time
-from functools import partial
-from typing import Annotated, Any
+from functools import cache, partial
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from digitrec import __version__
 from digitrec.bundle import INPUT_FORMAT
 from digitrec.recognize import Recognition, recognize
 from digitrec.runtime import Classifier, LiteRTClassifier
-from digitrec.server.admission import BIG_UPLOAD_BYTES, is_big
-from digitrec.server.deps import AdmissionDep, ServedModelDep, SettingsDep
+from digitrec.server.admission import BIG_UPLOAD_BYTES, Admission, is_big
+from digitrec.server.deps import ServedModelDep, SettingsDep
+from digitrec.server.hotswap import ServedModel
 from digitrec.server.schemas import DigitPrediction, ErrorResponse, LinePrediction, Mode, ModelInfo, PredictResponse
+from digitrec.server.settings import ServerSettings
 from digitrec.server.upload import declared_length, read_image_bytes
 
 router = APIRouter(prefix="/api/v1", tags=["recognition"])
+T = TypeVar("T")
 
 # The body is read by hand (to cap its size before anything parses it), so describe it for OpenAPI here.
 PREDICT_BODY: dict[str, Any] = {
@@ -36,6 +41,17 @@ PREDICT_BODY: dict[str, Any] = {
         },
     }
 }
+# The query parameters are read by hand too (`query_parameter`): FastAPI's own parsing and validation of
+# these two was ~a quarter of the event loop's Python per request. Described for OpenAPI as FastAPI would.
+MODE_HELP = "`digit`, `number`, or `auto` to decide from the image"
+IMAGES_HELP = "add each digit's 28x28 model input as a PNG data URL"
+PREDICT_BODY["parameters"] = [
+    {"name": "mode", "in": "query", "required": False, "description": MODE_HELP,
+     "schema": {"type": "string", "enum": [mode.value for mode in Mode], "title": "Mode", "default": "auto",
+                "description": MODE_HELP}},
+    {"name": "images", "in": "query", "required": False, "description": IMAGES_HELP,
+     "schema": {"type": "boolean", "title": "Images", "default": False, "description": IMAGES_HELP}},
+]
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Body over the size limit, or image over the pixel limit"},
     415: {"model": ErrorResponse, "description": "Not an image digitrec can read"},
@@ -46,16 +62,19 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
-async def predict(
-    request: Request,
-    served: ServedModelDep,
-    reply: Response,
-    settings: SettingsDep,
-    admission: AdmissionDep,
-    mode: Annotated[Mode, Query(description="`digit`, `number`, or `auto` to decide from the image")] = Mode.auto,
-    images: Annotated[bool, Query(description="add each digit's 28x28 model input as a PNG data URL")] = False,
-) -> Response:
+async def predict(request: Request, reply: Response) -> Response:
     """Read the digit or number in an image (multipart field `file`, or the image bytes as the body)."""
+    if request.scope["query_string"]:
+        mode = query_parameter(request, "mode", Mode, Mode.auto)
+        images = query_parameter(request, "images", bool, False)
+    else:
+        mode, images = Mode.auto, False
+    # Read from app.state here rather than through Depends (deps.py): FastAPI's dependency solving was ~30%
+    # of the event loop's Python per request, and this route is the one that runs hundreds of times a second.
+    state = request.app.state
+    served: ServedModel = state.served  # as it is when the request starts (a hot swap does not change it)
+    settings: ServerSettings = state.settings
+    admission: Admission = state.admission
     # Admitted before a byte is read: refused now if its lane is full (over 1 MB: the big images' lane), and
     # twice the length taken from the upload budget (the body, and a copy on its way to be read).
     length = declared_length(request, settings.max_body_bytes)
@@ -102,6 +121,23 @@ async def model_info(served: ServedModelDep, settings: SettingsDep) -> ModelInfo
         model_version=served.version,
         feedback=settings.feedback_mode,
     )
+
+
+@cache
+def validator(kind: type) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+def query_parameter(request: Request, name: str, kind: type[T], default: T) -> T:
+    """A query parameter validated as FastAPI would (lax pydantic: "true"/"1"/"yes" for a bool), with the same
+    422 when it is not valid."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return validator(kind).validate_python(raw)
+    except ValidationError as error:
+        raise RequestValidationError([{**problem, "loc": ("query", name)} for problem in error.errors()]) from None
 
 
 def recognize_upload(data: memoryview, classifier: Classifier, mode: str, *, max_pixels: int) -> Recognition:

@@ -85,9 +85,9 @@ def create_app(settings: ServerSettings, classifier_loader: ClassifierLoader = l
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["content-type"])
     app.add_middleware(HealthFirstMiddleware)  # outermost: a probe waits for nothing else
+    app.include_router(api.router)  # first: routes are matched in order, and the API is what runs most often
     app.include_router(pages.router)
     app.include_router(health.router)
-    app.include_router(api.router)
     app.include_router(feedback.router)
     app.mount(pages.STATIC_URL, pages.static_files(), name="static")
     app.mount(pages.DOCS_ASSETS_URL, pages.docs_assets(), name="docs-assets")
