@@ -65,6 +65,15 @@ def test_finetune_learns_planted_corrections_and_promotes(tmp_path: Path, mnist_
     assert lineage["corrections"] == (253 if has_reject_output else 250) and lineage["base_version"] is None
     assert lineage["store_snapshot"].startswith("253-253-")
     assert metadata["test_accuracy"] == figures["mnist_test_after"]
+    # its own temperature, refitted on validation data (never MNIST test); the base's thresholds kept
+    calibration = metadata["calibration"]
+    base_calibration = (load_classifier(None).source.metadata or {}).get("calibration", {})
+    assert calibration["temperature"] == figures["temperature"] > 0
+    assert calibration["base_temperature"] == base_calibration.get("temperature")
+    assert "MNIST validation" in calibration["temperature_fitted_on"] and calibration["validation_n"] > 50
+    for threshold in ("not_digit_threshold", "low_confidence_threshold"):
+        assert calibration.get(threshold) == base_calibration.get(threshold)
+    assert load_classifier(tmp_path / "tuned").temperature == pytest.approx(figures["temperature"])
     held_out = np.array([i for i in range(250) if is_held_out(i + 1)])  # ids start at 1
     test_boxes = boxed(images[held_out]).astype(np.float32) / 255
     base_hits = np.mean(load_classifier(None).predict_proba(test_boxes).argmax(1) == labels[held_out])
