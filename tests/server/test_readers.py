@@ -20,7 +20,7 @@ from digitrec.server.readers import KILL_GRACE_S, ReaderPool, ReaderTimedOut
 __all__ = ["slow_server"]  # the fixture, imported for the tests below
 
 
-def wait_for_idle_reader(pool: ReaderPool, seconds: float = 120) -> Any:
+def wait_for_idle_reader(pool: ReaderPool, seconds: float = 180) -> Any:
     deadline = time.monotonic() + seconds
     while not pool._idle:
         assert time.monotonic() < deadline, "no reader process started"

@@ -20,6 +20,8 @@ limits (each refusal is immediate, JSON, with Retry-After where waiting helps):
                answers at once
   slow         503 at --timeout; a connection silent for --header-timeout, or idle --keep-alive after
                an answer, is closed; past --max-connections the longest-idle connection is closed
+  deadline     big images (over 1 MB, or PNGs over 4 megapixels) are read in child processes, killed
+               0.5 s after their request's --timeout: their CPU stops with the request
 exposure:
   --host 0.0.0.0 serves everyone who can reach this machine: no authentication, no per-client rate
   limit (put a reverse proxy in front for those). --cors-origin '*' lets any web page call the API

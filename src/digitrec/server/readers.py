@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 KILL_GRACE_S = 0.5  # past the request's deadline, before its child is killed
 ADMIT_PIXELS = 1_000_000  # images this big ask their thread for the pixel budget before decoding
 INLINE_BYTES = 1 << 20  # images up to this size travel in the same message as their request
+START_DELAY_S = 5.0  # after the server starts, before the children are
 CHILD_NICENESS = 2  # as the recognition threads (admission.WORKER_NICENESS): the event loop comes first
 
 
@@ -167,8 +168,11 @@ class ReaderPool:
         self._lock = threading.Lock()
         self._closed = False
         self.killed = 0  # children killed at a deadline (for tests and logs)
-        # Started in the background: the first small answer never waits for them.
-        threading.Thread(target=self._fill, name="digitrec-reader-start", daemon=True).start()
+        # Started in the background a few seconds after the server (their imports cost ~1 s of CPU each, which
+        # the server's first answers should not share); a big image before that starts its own.
+        starter = threading.Timer(START_DELAY_S, self._fill)
+        starter.name, starter.daemon = "digitrec-reader-start", True
+        starter.start()
 
     def _fill(self) -> None:
         for _ in range(self.size):
