@@ -1,4 +1,4 @@
-"""`digitrec train --recipe`: 'fast' trains the CPU architecture with its own recipe; explicit flags win."""
+"""`digitrec train --recipe`: the named recipes (fast, fast-accurate) train as named; explicit flags win."""
 
 from __future__ import annotations
 
@@ -12,20 +12,41 @@ from digitrec.bundle import METADATA_FILE
 from digitrec.cli import main
 
 
-def test_fast_recipe_trains_its_architecture_and_flags_override_it(tmp_path: Path, mnist_dir: Path) -> None:
-    output = tmp_path / "fast"
-    code = main(["train", "--recipe", "fast", "--dry-run", "--batch-size", "64",
+@pytest.mark.parametrize("name", ["fast", "fast-accurate"])
+def test_named_recipe_trains_its_architecture_and_flags_override_it(tmp_path: Path, mnist_dir: Path,
+                                                                      name: str) -> None:
+    from digitrec.recipes import NAMED_RECIPES
+
+    named = NAMED_RECIPES[name]
+    output = tmp_path / name
+    code = main(["train", "--recipe", name, "--dry-run", "--batch-size", "64",
                  "--data-dir", str(mnist_dir), "--output", str(output)])
     assert code == 0
     meta = json.loads((output / METADATA_FILE).read_text())
-    assert meta["architecture"] == "bn-strided-cnn-fast"
+    assert meta["architecture"] == named.arch
     config = meta["config"]
-    # From the fast recipe: one-cycle at peak 2e-3, no augmentation; --batch-size given, so it wins.
-    assert (config["schedule"], config["learning_rate"], config["augment"]) == ("one-cycle", 2e-3, False)
+    # From the named recipe, not the architecture's own: --batch-size given, so it wins.
+    recipe = named.recipe
+    assert (config["schedule"], config["learning_rate"], config["augment"], config["keep"]) == (
+        recipe.schedule, recipe.learning_rate, recipe.augment, recipe.keep)
     assert config["batch_size"] == 64
     assert config["epochs"] == 1 and config["limit"] == 2000  # --dry-run
     # One epoch on 2,000 images (31 steps, mostly learning-rate warm-up) learns something real: chance is 10%.
     assert meta["test_accuracy"] > 0.3
+
+
+def test_named_recipes_differ_from_the_architectures_own() -> None:
+    """'fast-accurate' is its own recipe, not a second name for one already reachable with --arch."""
+    from digitrec.recipes import NAMED_RECIPES, RECIPES
+    from digitrec.train import recipe_config
+
+    named = NAMED_RECIPES["fast-accurate"]
+    config = recipe_config("fast-accurate")
+    assert (config.arch, config.epochs, config.augment) == (named.arch, named.recipe.epochs, named.recipe.augment)
+    assert named.recipe != RECIPES[named.arch] or named.arch != NAMED_RECIPES["fast"].arch
+    assert recipe_config("fast", epochs=3).epochs == 3  # an explicit value wins
+    with pytest.raises(ValueError, match="unknown recipe 'quick'"):
+        recipe_config("quick")
 
 
 def test_explicit_arch_overrides_the_recipe(tmp_path: Path, mnist_dir: Path) -> None:
@@ -60,10 +81,13 @@ def test_epoch_batches_cover_every_image_once_per_pass_in_a_new_order() -> None:
 
 
 def test_help_states_the_recipes_and_defaults(capsys: pytest.CaptureFixture) -> None:
+    from digitrec.recipes import NAMED_RECIPES
+
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--recipe {default,fast}" in text
-    assert "bn-strided-cnn-fast, 6 epochs, batch 128" in text
+    assert "--recipe {default,fast,fast-accurate}" in text
+    fast = NAMED_RECIPES["fast"].recipe
+    assert f"'fast': bn-strided-cnn-fast, {fast.epochs} epochs, batch {fast.batch_size}" in text
     assert "Flags given explicitly override the recipe (default: default)" in text

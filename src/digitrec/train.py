@@ -34,38 +34,12 @@ from digitrec.evaluate import Metrics, compute_metrics
 from digitrec.export import check_agreement, export_tflite
 from digitrec.keras_files import save_model
 from digitrec.models import DEFAULT_ARCH, average_ensemble, make_model
+from digitrec.recipes import NAMED_RECIPES, RECIPES
 
 log = logging.getLogger(__name__)
 
 VALIDATION_SIZE = 5000  # held out of the 60,000 training images; MNIST's own test set stays untouched
 AGREEMENT_IMAGES = 2000  # test images on which the .tflite must reproduce Keras
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How an architecture is trained when the user does not say otherwise."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float  # peak rate for the one-cycle schedule, the constant rate otherwise
-    schedule: str  # "constant" (the seed's Adam as it was) or "one-cycle" (warm-up then cosine decay)
-    augment: bool
-    keep: str = "best"  # which epoch's weights the bundle gets: "best" on validation loss, or "last"
-
-
-RECIPES: dict[str, Recipe] = {
-    # The original's architecture, layer for layer, trained our way: its own recipe (Adam 1e-3, batch 32, no
-    # augmentation, last of 5 epochs) lands anywhere in 98.76-99.32% by seed (mean 98.98%, 6 seeds), while
-    # a one-cycle schedule at batch 128 with augmentation gave 99.25-99.39% (6 seeds) in fewer CPU seconds.
-    # `--batch-size 32 --learning-rate 1e-3 --schedule constant --no-augment` trains it as it was.
-    "seed": Recipe(epochs=5, batch_size=128, learning_rate=3e-3, schedule="one-cycle", augment=True, keep="last"),
-    "bn-strided-cnn": Recipe(epochs=40, batch_size=128, learning_rate=4e-3, schedule="one-cycle", augment=True),
-    "bn-strided-cnn-small": Recipe(epochs=10, batch_size=128, learning_rate=5e-3, schedule="one-cycle",
-                                   augment=True),
-    # Built for CPU seconds (benchmarks/train_speed.py): 99.0% in ~3 epochs, 99.4% after 6, no augmentation.
-    "bn-strided-cnn-fast": Recipe(epochs=6, batch_size=128, learning_rate=2e-3, schedule="one-cycle",
-                                  augment=False),
-}
 
 
 @dataclass(frozen=True)
@@ -99,6 +73,25 @@ class TrainConfig:
             augment=self.augment if self.augment is not None else recipe.augment,
             keep=self.keep if self.keep is not None else recipe.keep,
         )
+
+
+def recipe_config(name: str, **flags: Any) -> TrainConfig:
+    """The TrainConfig of `--recipe name`, resolved; flags that are not None override it.
+
+    An explicit `arch` other than the recipe's takes that architecture's own recipe instead: a recipe's
+    epochs and learning rate are tuned to its architecture and mean little for another.
+    """
+    try:
+        named = NAMED_RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(NAMED_RECIPES)}") from None
+    arch = flags.pop("arch", None) or named.arch
+    config = TrainConfig(arch=arch, **flags)
+    if arch != named.arch:
+        return config.resolved()
+    recipe = dataclasses.asdict(named.recipe)
+    return dataclasses.replace(config, **{key: value if getattr(config, key) is None else getattr(config, key)
+                                          for key, value in recipe.items()})
 
 
 @dataclass(frozen=True)

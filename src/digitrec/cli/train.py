@@ -17,24 +17,22 @@ MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
 MAX_BATCH_SIZE = 60_000  # the whole training set
 MAX_LEARNING_RATE = 10.0  # Adam diverges long before; a typo (3 for 3e-3) is caught
 MAX_ENSEMBLE = 100
-# --recipe: a named architecture whose own recipe (epochs, batch, schedule, augmentation) fills every flag left
-# unset; an explicit --arch or other flag wins. "fast" is built for CPU seconds (benchmarks/train_speed.py).
-RECIPE_ARCHITECTURES = {"default": None, "fast": "bn-strided-cnn-fast"}  # None: models.DEFAULT_ARCH
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from digitrec.models import ARCHITECTURES, DEFAULT_ARCH  # no Keras import: builders are lazy
+    from digitrec.recipes import NAMED_RECIPES, describe  # plain data, no Keras
 
     parser = subparsers.add_parser(
         "train", help="train a model on MNIST and write a bundle",
         description="Train on MNIST (validation split held out of the training set; the test set is only"
                     " measured) and write a bundle: model.keras, model.tflite, model.json.",
     )
-    parser.add_argument("--recipe", choices=list(RECIPE_ARCHITECTURES), default="default",
-                        help=f"'default': {DEFAULT_ARCH}, 40 epochs, batch 128, one-cycle peak 4e-3, augmentation"
-                             " (for accuracy; slow on a CPU). 'fast': bn-strided-cnn-fast, 6 epochs, batch 128,"
-                             " one-cycle peak 2e-3, no augmentation (for CPU seconds: about 99.4%%)."
-                             " Flags given explicitly override the recipe (default: default)")
+    # A named recipe (architecture, epochs, batch, schedule, augmentation) fills every flag left unset; an
+    # explicit --arch or other flag wins. The fast ones are tuned with benchmarks/train_speed.py.
+    parser.add_argument("--recipe", choices=list(NAMED_RECIPES), default="default",
+                        help=". ".join(describe(name) for name in NAMED_RECIPES).replace("%", "%%")
+                        + ". Flags given explicitly override the recipe (default: default)")
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default=None,
                         help=f"architecture (default: the recipe's, {DEFAULT_ARCH} for --recipe default;"
                              " 'seed' is the original system's CNN)")
@@ -70,19 +68,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.seed + args.ensemble - 1 > MAX_SEED:
         raise ValueError(f"--seed plus --ensemble must stay under 2**32 (member seeds are seed+i), got {args.seed}")
-    from digitrec.train import TrainConfig, train  # imports Keras/TensorFlow: only now
+    from digitrec.train import recipe_config, train  # imports Keras/TensorFlow: only now
 
     console = Console(stderr=True)
-    from digitrec.models import DEFAULT_ARCH
-
-    arch = args.arch or RECIPE_ARCHITECTURES[args.recipe] or DEFAULT_ARCH
-    config = TrainConfig(
-        arch=arch, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
+    config = recipe_config(
+        args.recipe, arch=args.arch, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, ensemble=args.ensemble,
         patience=args.patience or None, augment=args.augment, schedule=args.schedule,
         limit=2000 if args.dry_run else args.limit,
         data=DataConfig(data_dir=args.data_dir, verify_checksums=not args.no_verify),
-    ).resolved()
+    )
     output = args.resume if args.resume is not None else args.output
     command = shlex.join(["digitrec", *args.argv])
     progress = epoch_progress_callback(console)
