@@ -116,6 +116,21 @@ def test_cut_paths_find_the_valley_between_two_touching_rings() -> None:
     assert halves and all(piece.group.bounds is not None for piece in halves)
 
 
+def test_a_thin_one_touching_its_neighbour_is_a_piece_of_its_own() -> None:
+    # A handwritten 1 is often a single stroke under a tenth of its height wide; touching a 4 or a 7 it is
+    # absorbed ("41" read as 4) unless the lattice offers it alone (pieces were at least 0.12 x height).
+    mask = np.zeros((60, 80), np.uint8)
+    cv2.line(mask, (4, 2), (4, 57), 1, 3)  # the 1: 3 px wide, 0.05 of the height
+    cv2.circle(mask, (34, 30), 26, 1, 4)  # a 0 it touches at x ~ 6
+    from digitrec.segment import Group
+
+    cuts = cut_paths(mask.astype(bool))
+    pieces = lattice_pieces(mask.astype(bool), Group((1,), (0, 0, 80, 60)), cuts)
+    ones = [piece for piece in pieces if piece.start == 0 and piece.group.box[2] <= 6 and piece.group.box[3] >= 50]
+    rest = [piece for piece in pieces if piece.start == ones[0].stop and piece.stop == len(cuts) + 1] if ones else []
+    assert ones and rest, [(piece.start, piece.stop, piece.group.box) for piece in pieces]
+
+
 def test_best_readings_takes_the_best_path_and_reports_the_second() -> None:
     from digitrec.segment import Group
 

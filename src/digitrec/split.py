@@ -25,7 +25,7 @@ import numpy as np
 from digitrec.segment import Group
 
 DIAGONAL_COST = 0.25  # a cut path's sideways step costs a quarter of an ink pixel crossed: straight is preferred
-MIN_PIECE = 0.12  # a piece narrower than this (x the group's height) is a sliver, not a digit
+MIN_PIECE = 0.06  # a piece narrower than this (x the group's height) is a sliver, not a digit
 MAX_PIECE = 1.3  # ... and one wider than this is more than one digit
 MIN_CUT_SPACING = 0.07  # cuts closer than this (x height) are the same cut
 MAX_PATH_HEIGHT = 96  # paths are searched on the group shrunk to at most this many rows (speed)
