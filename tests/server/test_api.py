@@ -134,6 +134,24 @@ def test_healthz_is_answered_ahead_of_routing_and_dependencies(client: TestClien
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
 
+def test_a_prediction_the_server_has_no_room_for_is_refused_ahead_of_the_route(
+        client: TestClient, digit_png: Callable[[int], bytes]) -> None:
+    """Refusals under a flood cost the event loop next to nothing: answered by the outermost middleware, they
+    need none of the route's state (here, removed, so that the route would fail)."""
+    admission = client.app.state.admission
+    assert admission.work.try_take(admission.work.capacity)  # every recognition slot taken
+    served = client.app.state.served
+    del client.app.state.served
+    try:
+        response = client.post(PREDICT, files={"file": ("d.png", digit_png(2), "image/png")})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert "busy" in response.json()["detail"] and response.headers["x-content-type-options"] == "nosniff"
+    finally:
+        client.app.state.served = served
+        admission.work.give(admission.work.capacity)
+    assert client.post(PREDICT, files={"file": ("d.png", digit_png(2), "image/png")}).json()["digit"] == 2
+
+
 def test_page_is_served_with_security_headers(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200

@@ -236,6 +236,13 @@ class Admission:
                              f" in flight); retry in {RETRY_AFTER_S} s")
         return Reservation(self.upload_bytes, nbytes)
 
+    def refuse_if_full(self, nbytes: int) -> None:
+        """Raise `ServerBusy` when `reserve_upload(nbytes)` would (without taking anything)."""
+        used = self.upload_bytes.used
+        if used and used + nbytes > self.upload_bytes.capacity:
+            raise ServerBusy(f"the server is busy reading other uploads ({used / 1e6:.0f} MB in flight); retry"
+                             f" in {RETRY_AFTER_S} s")
+
     def refuse_if_busy(self, *, big: bool) -> None:
         """Raise `ServerBusy` when a request for this lane would be refused once its body is read: so a 10 MB
         upload is not read (event loop time, memory) only to be turned away."""

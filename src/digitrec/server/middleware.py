@@ -1,5 +1,5 @@
 """Plain ASGI middleware: security headers on every response, a bound on how long a request may take,
-HEAD wherever GET works, and `/healthz` answered before everything else."""
+HEAD wherever GET works, and `/healthz` (and refusals when the server is full) answered before anything else."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digitrec.server.admission import BIG_UPLOAD_BYTES, ServerBusy
 
 # The page loads nothing from elsewhere and builds its DOM from data with textContent, so it can forbid
 # everything but its own origin (data:/blob: images are the model's 28x28 views and the user's own upload).
@@ -112,14 +114,18 @@ class HeadAsGetMiddleware:
 
 HEALTH_PATH = "/healthz"
 HEALTH_BODY = b'{"status":"ok"}'  # what health.py's route (kept for the OpenAPI docs) would answer
+PREDICT_PATH = "/api/v1/predict"
 
 
 class HealthFirstMiddleware:
-    """Answer GET and HEAD `/healthz` at once, ahead of the other middleware, routing and dependencies.
+    """Answer GET and HEAD `/healthz` at once, and refuse a prediction the server has no room for, ahead of
+    the other middleware, routing and dependencies.
 
     The app starts serving only once its model is loaded (lifespan), so being reached is being ready. Under
-    load every step a probe takes waits behind the event loop's other work; this path is one step and ~10x
-    less Python than the route.
+    a flood the event loop is the bottleneck: clients that ignore `Retry-After` come back at once, and each
+    refusal that went the whole way (middleware, routing, dependencies, error handler) cost ~0.5 ms of the
+    loop, so every probe waited behind hundreds of them. Here a probe is one step, and a refusal a few
+    dictionary reads (the route still checks again, and takes the budgets, for what passes).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -129,8 +135,34 @@ class HealthFirstMiddleware:
                         *COMMON_HEADERS, (b"content-security-policy", PAGE_CSP.encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != HEALTH_PATH or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else HEALTH_BODY})
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            if path == HEALTH_PATH and method in ("GET", "HEAD"):
+                await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+                await send({"type": "http.response.body", "body": b"" if method == "HEAD" else HEALTH_BODY})
+                return
+            if path == PREDICT_PATH and method == "POST" and await self._refused(scope, send):
+                return
+        await self.app(scope, receive, send)
+
+    async def _refused(self, scope: Scope, send: Send) -> bool:
+        """Answer 503 now (True) when the route would refuse this upload from its headers alone."""
+        state = getattr(scope.get("app"), "state", None)
+        admission, settings = getattr(state, "admission", None), getattr(state, "settings", None)
+        if admission is None or settings is None or settings.cors_origins:
+            return False  # not started; or CORS, whose headers a browser needs on the refusal too: the route's way
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+        if not length.isdigit():
+            return False  # chunked, or malformed: the route decides
+        try:
+            admission.refuse_if_busy(big=int(length) > BIG_UPLOAD_BYTES)
+            admission.refuse_if_full(2 * int(length))
+        except ServerBusy as busy:
+            body = json.dumps({"detail": busy.detail}).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(busy.retry_after_s).encode()), *COMMON_HEADERS,
+                (b"content-security-policy", PAGE_CSP.encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return True
+        return False
