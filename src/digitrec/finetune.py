@@ -315,7 +315,8 @@ def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = Fine
                       metrics=["accuracy"], jit_compile=False if keras.backend.backend() == "tensorflow" else "auto")
     dataset, _ = epoch_batches(to_model_input(images), labels, batch_size, passes=1)
     on_stage("training", steps * epochs)
-    fitted = trainable.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
+    fitted = trainable.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,  # shuffled already
+                           verbose=0, callbacks=list(callbacks))
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     # 5. the gate, and the temperature
     on_stage("measuring the fine-tuned model", 0)
