@@ -146,6 +146,11 @@ def test_a_prediction_the_server_has_no_room_for_is_refused_ahead_of_the_route(
         response = client.post(PREDICT, files={"file": ("d.png", digit_png(2), "image/png")})
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert "busy" in response.json()["detail"] and response.headers["x-content-type-options"] == "nosniff"
+        client.app.state.served = served
+        assert admission.upload_bytes.try_take(admission.upload_bytes.capacity)  # and every upload byte
+        too_large = client.post(PREDICT, content=b"\0" * 10_000_001, headers={"content-type": "image/png"})
+        assert too_large.status_code == 413  # what it is, busy or not (the route's answer)
+        admission.upload_bytes.give(admission.upload_bytes.capacity)
     finally:
         client.app.state.served = served
         admission.work.give(admission.work.capacity)

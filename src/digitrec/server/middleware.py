@@ -152,8 +152,8 @@ class HealthFirstMiddleware:
         if admission is None or settings is None or settings.cors_origins:
             return False  # not started; or CORS, whose headers a browser needs on the refusal too: the route's way
         length = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
-        if not length.isdigit():
-            return False  # chunked, or malformed: the route decides
+        if not length.isdigit() or int(length) > settings.max_body_bytes:
+            return False  # chunked, malformed or too large (413, not 503): the route decides
         try:
             admission.refuse_if_busy(big=int(length) > BIG_UPLOAD_BYTES)
             admission.refuse_if_full(2 * int(length))
