@@ -132,17 +132,17 @@ def test_a_thin_one_touching_its_neighbour_is_a_piece_of_its_own() -> None:
 
 
 def test_a_crop_wider_than_its_digit_is_written_pays_for_it() -> None:
-    # A touching "42" read whole as a sure 4 is 1.3 x its height wide, wider than 95% of written 4s; a 2
-    # that wide is ordinary. (Before, only crops over 1.45 x the height paid: "42" was read as 4.)
+    # A touching "42" read whole as a sure 4 is 1.5 x its height wide, wider than 99% of written 4s; a 2
+    # that wide is ordinary. (Before, every class paid from 1.45 x the height: a tenth as much here.)
     from digitrec.recognize import piece_scores
     from digitrec.segment import Group
 
     probabilities = np.full((3, 10), 0.01 / 9, np.float32)
     probabilities[[0, 1], 4] = 0.99
     probabilities[2, 2] = 0.99
-    crops = [Group((1,), (0, 0, 65, 50)), Group((1,), (0, 0, 50, 50)), Group((1,), (0, 0, 65, 50))]
+    crops = [Group((1,), (0, 0, 75, 50)), Group((1,), (0, 0, 50, 50)), Group((1,), (0, 0, 75, 50))]
     four_wide, four, two_wide = piece_scores(crops, [50, 50, 50], probabilities, np.zeros(3, np.float32))
-    assert four_wide < four - 0.2 and two_wide == pytest.approx(four)
+    assert four_wide < four - 0.4 and two_wide > four_wide + 0.3
 
 
 def test_best_readings_takes_the_best_path_and_reports_the_second() -> None:
