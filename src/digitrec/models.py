@@ -43,12 +43,13 @@ def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, strides: int = 1,
     return layers.ReLU()(x)
 
 
-def make_bn_strided_cnn(width: int = 32, dropout: float = 0.4) -> keras.Model:
+def make_bn_strided_cnn(width: int = 32, dropout: float = 0.4, classes: int = NUM_CLASSES) -> keras.Model:
     """Seven 3x3/5x5 convs with batch norm, strided 5x5 convs instead of pooling, dropout.
 
     The shape of the best-known simple single CNNs on MNIST (~99.7% with augmentation): downsampling by a
     learnt strided conv keeps more of the stroke geometry than max-pooling, and batch norm lets a high
     one-cycle learning rate converge in few epochs, which is what makes it cheap on a CPU.
+    `classes=11` adds "not a digit" as an eleventh class (the bundled model, see `trust_scratch`).
     """
     import keras
     from keras import layers
@@ -65,7 +66,7 @@ def make_bn_strided_cnn(width: int = 32, dropout: float = 0.4) -> keras.Model:
     x = _conv_bn(x, 4 * width, 4)  # (B, 1, 1, 4w)
     x = layers.Flatten()(x)  # (B, 4w)
     x = layers.Dropout(dropout)(x)
-    probabilities = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    probabilities = layers.Dense(classes, activation="softmax", name="probabilities")(x)
     return keras.Model(image, probabilities, name="bn_strided_cnn")
 
 

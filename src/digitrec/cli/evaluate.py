@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -83,13 +84,17 @@ def _safe(text: object) -> str:
 
 
 def _member_metrics(source: ModelSource, test: Split) -> list[dict[str, Any]]:
-    """Each member of an ensemble bundle scored alone (needs its .keras, so Keras)."""
-    from digitrec.runtime import load_keras_model
+    """Each member of an ensemble bundle scored alone (needs its .keras, so Keras: [] in a core install)."""
+    import importlib.util
 
-    if source.keras_path is None:
+    from digitrec.runtime import load_keras_model, scores_from_outputs
+
+    if source.keras_path is None or importlib.util.find_spec("keras") is None:
         return []
     ensemble = load_keras_model(source.keras_path)
     members = [layer for layer in ensemble.layers if getattr(layer, "layers", None)]  # the sub-models
     images = to_model_input(test.images)
-    return [{"member": i, "accuracy": compute_metrics(test.labels, member.predict(images, 512, verbose=0)).accuracy}
-            for i, member in enumerate(members)]
+    # A member with a not-a-digit output is scored on its 10 digit probabilities, as the runtime reads them.
+    return [{"member": i, "accuracy": compute_metrics(
+                test.labels, scores_from_outputs(np.asarray(member.predict(images, 512, verbose=0))).probabilities
+            ).accuracy} for i, member in enumerate(members)]
