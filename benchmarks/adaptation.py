@@ -6,7 +6,7 @@ ordinary ones. Their digits arrive as a stream; the model reads each, and every 
 corrected, until N corrections exist (N = 25, 50, 100, 200). A fixed set of the writer's *other* digits,
 never in the stream, measures them before and after: USPS digits 4,600-6,599 of the shuffled file (with
 --stream 4600 --others 2000). They are never trained on, and nothing is chosen on them: finetune's defaults
-were chosen on the stream's digits after the corrections and on the file's last 691 digits. The errors are
+were chosen on the stream's digits after the corrections and on the last 691 of the shuffled file. The errors are
 also counted by kind (the API's reason): no ink found (beyond any model), rejected as not a digit, misread.
 For each N, scripted end to end with the real parts:
 
