@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 from test_limits import PREDICT, SlowClassifier, in_background, raw_request, read_status, slow_server, upload_head
 
+from digitrec.imageio import ImageError
 from digitrec.recognize import recognize
 from digitrec.runtime import load_classifier
 from digitrec.server.readers import KILL_GRACE_S, ReaderPool, ReaderTimedOut
@@ -57,6 +58,23 @@ def test_a_costly_image_still_being_read_at_its_deadline_is_killed(model_path: P
         assert replacement is not reader and replacement.alive()
     finally:
         pool.shutdown()
+
+
+def test_a_child_that_refused_an_image_reads_the_next_one(model_path: Path) -> None:
+    """A refusal (415, 413) is an answer like any other: the same child goes back to work (one was dropped,
+    alive, and the next image waited ~1 s for a new one to start)."""
+    pool = ReaderPool(1)
+    try:
+        reader = wait_for_idle_reader(pool)
+        source = load_classifier(model_path).source
+        for _ in range(3):
+            with pytest.raises(ImageError):
+                pool.recognize(b"not an image", source, "auto", max_pixels=40_000_000,
+                               deadline=time.monotonic() + 60)
+            assert pool._idle == [reader]
+    finally:
+        pool.shutdown()
+    assert not reader.alive()
 
 
 def test_a_big_upload_is_read_in_a_child_with_the_same_answer(live_server: str, digit_png: Any,

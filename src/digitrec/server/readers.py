@@ -62,11 +62,12 @@ def child_main(connection: Connection, warm_source: ModelSource | None = None) -
     """A reader process: read the images its thread sends, one at a time, until the server goes away."""
     with contextlib.suppress(OSError):  # first, so that its start-up (~1 s of imports) never delays an answer
         os.nice(CHILD_NICENESS)
-    from digitrec.imageio import decode_admission
+    from digitrec.imageio import allowed_formats, decode_admission
     from digitrec.recognize import recognize
     from digitrec.runtime import LiteRTClassifier
 
     classifier = None if warm_source is None else LiteRTClassifier(warm_source)
+    allowed_formats()  # Pillow's plugins load on first use: ~1 s here, better spent before the first image
 
     def admit(image_format: str, width: int, height: int) -> None:
         if width * height < ADMIT_PIXELS:  # small: not worth a round trip (the threads bound how many run)
@@ -200,14 +201,16 @@ class ReaderPool:
         if reader is None or not reader.alive():
             reader = self._start()
         try:
-            result = reader.read(data, source, mode, max_pixels, deadline, decode_admission.get())
+            return reader.read(data, source, mode, max_pixels, deadline, decode_admission.get())
         except (ReaderTimedOut, ReaderCrashed):
             reader.kill()
             self.killed += 1
             threading.Thread(target=self._replace, name="digitrec-reader-start", daemon=True).start()
+            reader = None
             raise
-        self._give_back(reader)
-        return result
+        finally:
+            if reader is not None:  # answered, or refused (a bad image, no pixel budget): it reads the next one
+                self._give_back(reader)
 
     def _give_back(self, reader: ReaderProcess) -> None:
         with self._lock:
