@@ -217,3 +217,35 @@ def test_freeze_keeps_the_first_convolutions_of_each_nested_network() -> None:
     for net in (digits, rejector):
         assert [layer.trainable for layer in net.layers if layer.name in ("first", "norm", "second", "third")] == [
             False, False, False, True]
+
+
+def test_a_ten_output_base_without_calibration(tmp_path: Path, mnist_dir: Path, mnist_tail) -> None:
+    """A plain 10-output model (no not-a-digit output, no temperature): no non-digits are replayed, "none"
+    corrections are skipped and counted, and the tuned bundle gets the temperature fitted for it."""
+    import keras
+
+    from digitrec.data import to_model_input
+    from digitrec.finetune import FinetuneConfig, default_config, finetune
+
+    images, labels = mnist_tail
+    keras.utils.set_random_seed(0)
+    image = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(image))
+    base = keras.Model(image, keras.layers.Dense(10, activation="softmax", name="probabilities")(x))
+    base.compile("adam", "sparse_categorical_crossentropy")
+    base.fit(to_model_input(images[:1500]), labels[:1500], epochs=2, verbose=0)
+    base.save(tmp_path / "base.keras")
+    plant(tmp_path / "store.db", boxed(images[1500:1600]), [str(label) for label in labels[1500:1600]])
+    plant(tmp_path / "store.db", images[1600:1604], ["none"] * 4)
+    config = default_config(epochs=2, limit=2000, data=DataConfig(data_dir=mnist_dir), test_limit=500,
+                            learning_rate=1e-3, replay=600)
+    config = FinetuneConfig(**{**config.__dict__, "max_mnist_drop": 1.0})
+    with open_store(str(tmp_path / "store.db")) as store:
+        result = finetune(store, tmp_path / "tuned", config, base=tmp_path / "base.keras")
+    assert result.figures["skipped_none"] == 4 and result.figures["corrections"] == 100
+    calibration = result.metadata["calibration"]
+    assert calibration["base_temperature"] is None
+    assert calibration["temperature"] == pytest.approx(calibration["fitted_here"]["tuned"], abs=1e-3)
+    assert "T fitted for the tuned model" in calibration["temperature_fitted_on"]
+    assert "non-digits" not in calibration["temperature_fitted_on"]
+    assert load_classifier(tmp_path / "tuned").predict_proba(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
