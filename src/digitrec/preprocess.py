@@ -162,7 +162,8 @@ def ink_levels(contrast: np.ndarray) -> tuple[float, float, float]:
     # class once smoothed; ink strokes are not changed by it).
     smoothed = cv2.GaussianBlur(contrast, (0, 0), 1.0)[:: max(1, contrast.shape[0] // 128),
                                                          :: max(1, contrast.shape[1] // 128)]
-    if otsu_separation(smoothed, otsu / 255.0) >= BIMODAL_SEPARATION:
+    dense = float(np.mean(sample >= otsu / 255.0)) >= DENSE_SHARE  # sparse ink leaves the whole image's spread
+    if dense and otsu_separation(smoothed, otsu / 255.0) >= BIMODAL_SEPARATION:  # to the paper: as it was
         # Two clear classes (a bold digit filling the frame: ink is 30-60% of the pixels): the paper's own
         # spread is its class's, not the whole image's, which the ink would inflate past any ink contrast.
         paper = sample[sample < otsu / 255.0]
