@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -77,3 +78,18 @@ def test_any_array_segments_without_error(grey: np.ndarray) -> None:
     for group in segmentation.groups:
         x, y, w, h = group.box
         assert w > 0 and h > 0 and x + w <= segmentation.labels.shape[1] and y + h <= segmentation.labels.shape[0]
+
+
+def test_squared_papers_columns_are_removed_but_not_a_lone_one() -> None:
+    from digitrec.segment import remove_grid_columns
+
+    mask = np.zeros((100, 160), bool)
+    mask[:, 20:22] = mask[:, 60:62] = mask[:, 100:102] = mask[:, 140:142] = True  # the grid's columns
+    ring = np.zeros((100, 160), np.uint8)
+    cv2.circle(ring, (60, 50), 25, 1, 4)  # a 0 written across a column
+    cleaned, removed = remove_grid_columns(mask | ring.astype(bool))
+    assert removed == 4 and not cleaned[:, 140:142].any() and not cleaned[5:20, 60:62].any()
+    assert cleaned[ring.astype(bool)].all()  # the 0 is whole, mended where it crossed the column
+    one = np.zeros((100, 160), bool)
+    one[5:95, 70:74] = True  # a single upright stroke: a 1, not a grid
+    assert remove_grid_columns(one)[1] == 0 and remove_grid_columns(one)[0].sum() == one.sum()

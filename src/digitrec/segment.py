@@ -36,6 +36,7 @@ MIN_DIGIT_PIXELS = 5  # ... nor one under 5 analysis pixels tall
 MERGE_OVERLAP = 0.5  # merge groups whose column ranges overlap by half the narrower one's width
 RULED_LINE_SPAN = 0.45  # long runs in one band of rows over 45% of the width may be a ruled line (its
 # far end may fade into the lighting: the bundled ruled-ballpoint example keeps only 56% of its line)
+GRID_SPAN = 0.8  # on ruled paper, straight upright runs this long (x the height) are squared paper's columns
 MAX_INK_FRACTION = MAX_WRITING_SHARE  # more "ink" than this: noise or a photo of something else, not writing
 
 
@@ -115,6 +116,31 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     tall = max(3, int(np.ceil(lines.sum(axis=0).max())) + 2)
     mended = cv2.morphologyEx(without.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((tall, 1), np.uint8)) > 0
     return without | (mended & lines), removed
+
+
+def remove_grid_columns(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(h, w) bool mask of ruled paper (its horizontal lines already removed) -> (mask without the grid's
+    vertical lines, number removed).
+
+    Squared paper's vertical lines are straight, upright and span the page; once the horizontal ones are
+    gone each is a perfect "1". Two or more such columns spanning GRID_SPAN of the height are the grid
+    (a written 1 is neither that straight nor that long on ruled paper, whose lines are closer than that).
+    """
+    height, _width = mask.shape
+    run = int(GRID_SPAN * height)
+    if run < 8:
+        return mask, 0
+    vertical = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((run, 1), np.uint8)) > 0
+    columns = vertical.any(axis=0)
+    starts = np.flatnonzero(np.diff(np.concatenate([[0], columns.astype(np.int8)])) == 1)
+    if len(starts) < 2:
+        return mask, 0
+    ends = np.flatnonzero(np.diff(np.concatenate([columns.astype(np.int8), [0]])) == -1) + 1
+    without = mask & ~vertical
+    # Mend strokes that crossed a column: close horizontally across it, only inside the column's pixels.
+    wide = max(3, int((ends - starts).max()) + 2)
+    mended = cv2.morphologyEx(without.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, wide), np.uint8)) > 0
+    return without | (mended & vertical), len(starts)
 
 
 def is_stray_line(component: np.ndarray, group_width: int) -> bool:
@@ -263,6 +289,9 @@ def segment_ink(ink: InkMap) -> Segmentation:
         return empty
     # 1. ruled lines
     mask, lines = remove_ruled_lines(ink.mask, ink.contrast)
+    if lines:
+        mask, columns = remove_grid_columns(mask)
+        lines += columns
     # 2. components; specks; paper edges
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
