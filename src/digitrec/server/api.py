@@ -78,7 +78,8 @@ async def predict(request: Request, reply: Response) -> Response:
     # Admitted before a byte is read: refused now if its lane is full (over 1 MB: the big images' lane), and
     # twice the length taken from the upload budget (the body, and a copy on its way to be read).
     length = declared_length(request, settings.max_body_bytes)
-    admission.refuse_if_busy(big=length > BIG_UPLOAD_BYTES)
+    if "content-length" in request.headers:  # chunked: its size (and lane) is known once read, 413 past the limit
+        admission.refuse_if_busy(big=length > BIG_UPLOAD_BYTES)
     upload = admission.reserve_upload(2 * length)
     try:
         data = await read_image_bytes(request, settings.max_body_bytes)
