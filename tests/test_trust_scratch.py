@@ -1,0 +1,72 @@
+"""trust_scratch end to end on a tiny slice: fit two 11-output networks, bundle their average, read it back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec.bundle import read_metadata
+from digitrec.data import DataConfig, load_split
+from digitrec.runtime import classify, decision_thresholds, load_classifier
+from digitrec.trust_scratch import NOT_A_DIGIT
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """What `pack` writes, in small: MNIST digits plus "negatives" that are plain filled blocks."""
+    train = load_split("train", DataConfig(data_dir=mnist_dir))
+    rng = np.random.default_rng(0)
+    blocks = np.zeros((300, 28, 28), np.uint8)
+    for block in blocks:
+        top, left = rng.integers(2, 8, 2)
+        block[top: top + rng.integers(12, 20), left: left + rng.integers(12, 20)] = 255
+    def split(digits: slice, negatives: slice) -> dict[str, np.ndarray]:
+        x = np.concatenate([train.images[digits], blocks[negatives]])
+        y = np.concatenate([train.labels[digits], np.full(len(blocks[negatives]), NOT_A_DIGIT)]).astype(np.int8)
+        sources = np.array(["mnist"] * len(train.labels[digits]) + ["negative: block"] * len(blocks[negatives]))
+        return {"x": x, "y": y, "s": sources}
+    fit_part, val_part = split(slice(0, 1200), slice(0, 240)), split(slice(1200, 1500), slice(240, 300))
+    path = tmp_path_factory.mktemp("scratch") / "data.npz"
+    np.savez_compressed(path, **{f"{k}_train": v for k, v in fit_part.items()},
+                        **{f"{k}_val": v for k, v in val_part.items()})
+    return path
+
+
+def test_fit_then_bundle_an_average_of_two(packed: Path, mnist_dir: Path, tmp_path: Path) -> None:
+    records = []
+    for seed in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-m", "digitrec.trust_scratch", "fit", "--data", str(packed), "--output",
+             str(tmp_path / "weights"), "--width", "4", "--dropout", "0.1", "--seed", str(seed),
+             "--epochs", "4", "--batch-size", "32", "--budget", "600"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+        record = json.loads(line.removeprefix("RESULT "))
+        assert record["epochs"] == 4 and record["train_n"] == 1440 and record["val_n"] == 360
+        (tmp_path / f"{seed}.json").write_text(json.dumps(record))
+        records.append(record)
+    weights = [str(tmp_path / "weights" / f"w4-s{seed}.weights.h5") for seed in (1, 2)]
+    done = subprocess.run(
+        [sys.executable, "-m", "digitrec.trust_scratch", "bundle", "--weights", *weights,
+         "--record", str(tmp_path / "1.json"), str(tmp_path / "2.json"), "--data", str(packed),
+         "--data-dir", str(mnist_dir), "--output", str(tmp_path / "bundle")],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    metadata = read_metadata(tmp_path / "bundle")
+    assert metadata["ensemble_size"] == 2 and metadata["output"]["shape"] == [11]
+    assert [m["seed"] for m in metadata["training"]["members"]] == [1, 2]
+    assert 0.5 <= metadata["calibration"]["not_digit_threshold"] <= 0.99
+    assert metadata["test_accuracy"] > 0.3  # 4 epochs on 1,200 digits: far from chance, far from good
+
+    classifier = load_classifier(tmp_path / "bundle")
+    block = np.zeros((1, 28, 28), np.float32)
+    block[0, 6:22, 6:22] = 1.0
+    scores = classify(classifier, block)
+    assert scores.probabilities.shape == (1, 10)
+    assert scores.not_digit[0] >= decision_thresholds(classifier).not_digit  # it learnt the blocks
