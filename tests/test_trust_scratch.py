@@ -47,7 +47,8 @@ def test_fit_then_bundle_an_average_of_two(packed: Path, mnist_dir: Path, tmp_pa
         assert done.returncode == 0, done.stderr[-2000:]
         line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
         record = json.loads(line.removeprefix("RESULT "))
-        assert record["epochs"] == 4 and record["train_n"] == 1440 and record["val_n"] == 360
+        assert record["epochs"] == record["epochs_run"] == 4 and not record["stopped_at_budget"]
+        assert record["train_n"] == 1440 and record["val_n"] == 360
         (tmp_path / f"{seed}.json").write_text(json.dumps(record))
         records.append(record)
     weights = [str(tmp_path / "weights" / f"w4-s{seed}.weights.h5") for seed in (1, 2)]

@@ -119,9 +119,36 @@ def seconds_per_step(width: int, dropout: float, seed: int, x: np.ndarray, y: np
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             times.append(time.perf_counter() - self.started)
 
-    trainable.fit(x[: steps * batch_size], y[: steps * batch_size], batch_size=batch_size, epochs=3,
-                  verbose=0, callbacks=[Clock()])
-    return min(times[1:]) / steps
+    sample = min(steps * batch_size, len(y))
+    trainable.fit(x[:sample], y[:sample], batch_size=batch_size, epochs=3, verbose=0, callbacks=[Clock()])
+    return min(times[1:]) / math.ceil(sample / batch_size)
+
+
+def deadline_callback(deadline: float) -> Any:
+    """A callback that ends training before the epoch that would overrun `deadline` (perf_counter time;
+    made on call, so importing this module needs no Keras).
+
+    The warm-up's timing can be optimistic (several runs sharing one GPU slow each other once all are
+    past compiling); a run stopped early still writes its weights, which a run killed at its limit does not.
+    """
+    import keras
+
+    class _Deadline(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stopped = False
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            now = time.perf_counter()
+            if now + 1.1 * (now - self.epoch_started) > deadline:
+                self.stopped = True
+                self.model.stop_training = True
+
+    return _Deadline()
 
 
 def validation_figures(model: Any, x: np.ndarray, y: np.ndarray, sources: np.ndarray) -> dict[str, float]:
@@ -165,8 +192,9 @@ def fit(args: argparse.Namespace) -> None:
     model = build(args.width, args.dropout)
     trainable = compile_for_training(model, args.seed, args.learning_rate, epochs * steps_per_epoch)
     fit_started = time.perf_counter()
+    guard = deadline_callback(started + args.budget)
     history = trainable.fit(x_train, y_train, batch_size=args.batch_size, epochs=epochs, shuffle=True,
-                            validation_data=(x_val, y_val), verbose=2)
+                            validation_data=(x_val, y_val), verbose=2, callbacks=[guard])
     fit_seconds = time.perf_counter() - fit_started
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"w{args.width}-s{args.seed}"
@@ -175,6 +203,7 @@ def fit(args: argparse.Namespace) -> None:
               "mnist_repeat": args.mnist_repeat,
               "epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
               "ms_per_step": round(step * 1e3, 3), "fit_seconds": round(fit_seconds, 1),
+              "epochs_run": len(history.history.get("loss", [])), "stopped_at_budget": guard.stopped,
               "backend": keras.backend.backend(), "device": os.environ.get("DIGITREC_DEVICE", ""),
               "train_n": len(y_train), "val_n": len(y_val),
               "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
