@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--promote", action="store_true",
                         help="add the result to the model versions and make it active (default: off)")
     parser.add_argument("--epochs", type=int, default=None, help="passes over the mix (default: 3)")
-    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: 2e-4)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: 1e-4)")
     parser.add_argument("--replay", type=int, default=None, metavar="N",
                         help="MNIST training images mixed into each epoch (default: 6000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
