@@ -118,13 +118,17 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         return keras.optimizers.Adam(config.learning_rate)
     if config.schedule != "one-cycle":
         raise ValueError(f"unknown schedule {config.schedule!r}; choose 'constant' or 'one-cycle'")
-    total = max(config.epochs * steps_per_epoch, 2)
+    return keras.optimizers.Adam(one_cycle_schedule(config.learning_rate, config.epochs * steps_per_epoch))
+
+
+def one_cycle_schedule(peak: float, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Warm up from peak/10 to `peak` over the first fifth of the steps, then cosine-decay to peak/1000."""
+    total = max(total_steps, 2)
     warmup = max(total // 5, 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 10, decay_steps=total - warmup, alpha=1e-3,
-        warmup_target=config.learning_rate, warmup_steps=warmup,
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10, decay_steps=total - warmup, alpha=1e-3,
+        warmup_target=peak, warmup_steps=warmup,
     )
-    return keras.optimizers.Adam(schedule)
 
 
 def build_trainable(config: TrainConfig, seed: int, steps_per_epoch: int) -> tuple[keras.Model, keras.Model]:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from digitrec.data import to_model_input
+
 log = logging.getLogger(__name__)
 
 NOT_A_DIGIT = 10
@@ -77,10 +79,6 @@ def load_packed(path: Path) -> dict[str, np.ndarray]:
         return {key: stored[key] for key in stored.files}
 
 
-def as_input(images: np.ndarray) -> np.ndarray:
-    return (images.astype(np.float32) / 255.0)[..., None]
-
-
 def build(width: int, dropout: float) -> Any:
     from digitrec.models import make_bn_strided_cnn
 
@@ -91,14 +89,11 @@ def compile_for_training(model: Any, seed: int, learning_rate: float, total_step
     import keras
 
     from digitrec.augment import AugmentConfig, wrap_for_training
+    from digitrec.train import one_cycle_schedule  # the default recipe's schedule
 
-    warmup = max(total_steps // 5, 1)
-    schedule = keras.optimizers.schedules.CosineDecay(  # the default recipe's one-cycle (train.make_optimizer)
-        initial_learning_rate=learning_rate / 10, decay_steps=max(total_steps - warmup, 1), alpha=1e-3,
-        warmup_target=learning_rate, warmup_steps=warmup)
     trainable = wrap_for_training(model, AugmentConfig(), seed)
-    trainable.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+    trainable.compile(optimizer=keras.optimizers.Adam(one_cycle_schedule(learning_rate, total_steps)),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return trainable
 
 
@@ -177,8 +172,8 @@ def fit(args: argparse.Namespace) -> None:
     # MNIST is what the 99.7% is made of.
     mnist = np.flatnonzero(data["s_train"] == "mnist")
     rows = np.concatenate([np.arange(len(data["y_train"])), np.tile(mnist, args.mnist_repeat - 1)])
-    x_train, y_train = as_input(data["x_train"][rows]), data["y_train"][rows].astype(np.int64)
-    x_val, y_val = as_input(data["x_val"]), data["y_val"].astype(np.int64)
+    x_train, y_train = to_model_input(data["x_train"][rows]), data["y_train"][rows].astype(np.int64)
+    x_val, y_val = to_model_input(data["x_val"]), data["y_val"].astype(np.int64)
     order = np.random.default_rng(args.seed).permutation(len(y_train))  # the warm-up sees a mix
     step = seconds_per_step(args.width, args.dropout, args.seed, x_train[order], y_train[order], args.batch_size)
     steps_per_epoch = math.ceil(len(y_train) / args.batch_size)
@@ -221,7 +216,7 @@ def bundle(args: argparse.Namespace) -> None:
 
     from digitrec import __version__
     from digitrec.bundle import INPUT_FORMAT
-    from digitrec.data import DataConfig, load_split, to_model_input
+    from digitrec.data import DataConfig, load_split
     from digitrec.evaluate import compute_metrics
     from digitrec.models import average_ensemble
     from digitrec.runtime import scores_from_outputs
@@ -237,7 +232,7 @@ def bundle(args: argparse.Namespace) -> None:
         members.append(member)
     model = members[0] if len(members) == 1 else average_ensemble(members)
     data = load_packed(args.data)
-    x_val, y_val = as_input(data["x_val"]), data["y_val"].astype(np.int64)
+    x_val, y_val = to_model_input(data["x_val"]), data["y_val"].astype(np.int64)
     calibration = calibrate(np.asarray(model.predict(x_val, batch_size=512, verbose=0)), y_val)
     test = load_split("test", DataConfig(data_dir=args.data_dir))
     x_test = to_model_input(test.images)
