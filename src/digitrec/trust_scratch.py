@@ -1,4 +1,4 @@
-"""Train the bundled model from scratch as ONE network with 11 outputs: ten digits and "not a digit".
+"""Train the bundled model from scratch: networks with 11 outputs, ten digits and "not a digit".
 
     python -m digitrec.trust_scratch pack --cache DIR --output data.npz       # CPU, here
     KERAS_BACKEND=jax python -m digitrec.trust_scratch fit --data data.npz --output DIR [--width 32]
@@ -6,8 +6,8 @@
 
 Why from scratch: fine-tuning the 10-digit model into 11 outputs on a CPU (`trust_train`) read MNIST at
 only 99.59-99.60%, so the previous bundle carried two networks (the digit model and a rejector), at twice
-the inference cost. Trained from the start on MNIST and the synthetic crops together, one network learns
-the digits, the writing styles and the non-digits at once.
+the inference cost. Trained from the start on MNIST and the synthetic crops together, each network learns
+the digits, the writing styles and the non-digits at once (the bundle averages two of them: README).
 
 The data path:
 1. `pack`: MNIST's training images split as `train.split_validation` splits them (55,000 to train, the
