@@ -80,7 +80,7 @@ def non_digits(count: int, seed: int) -> list[tuple[bytes, str]]:
         if family == "blank paper" or rng.random() < 0.3:  # the training photographer, other seeds
             from PIL import Image
 
-            grey = on_paper(ink, random_paper(rng), rng)
+            grey = on_paper(ink, random_paper(rng, border=family == "blank paper"), rng)
             import io
 
             buffer = io.BytesIO()
