@@ -249,3 +249,24 @@ def test_a_ten_output_base_without_calibration(tmp_path: Path, mnist_dir: Path, 
     assert "T fitted for the tuned model" in calibration["temperature_fitted_on"]
     assert "non-digits" not in calibration["temperature_fitted_on"]
     assert load_classifier(tmp_path / "tuned").predict_proba(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
+
+
+def test_gather_counts_corrections_whose_reading_found_nothing_to_classify() -> None:
+    """A digit label on an image where the reading found no ink has no input: skipped, and said why; a
+    two-digit label on one crop is a mismatch; the rest train or are held out by id."""
+    import datetime as dt
+
+    from digitrec.finetune import gather
+    from digitrec.store import Correction
+
+    def correction(id_: int, label: str, inputs: int) -> Correction:
+        return Correction(id=id_, created_at=dt.datetime(2026, 1, 1), source="api", label=label, mode="digit",
+                          model_version=None, answer={}, image_size=1, image_sha256="0", image_reduced=False,
+                          n_inputs=inputs, inputs=np.full((inputs, 28, 28), id_, np.uint8))
+
+    rows = [correction(1, "7", 1), correction(2, "4", 0), correction(3, "12", 1), correction(4, "3", 0),
+            correction(5, "8", 1), correction(6, "none", 1)]
+    data = gather(rows, classes=11)
+    assert data.skipped_misaligned == 3 and data.skipped_no_input == 2  # ids 2, 3, 4; of them 2 and 4 no ink
+    assert data.train_labels.tolist() == [7, 10] and data.held_out_labels.tolist() == [8]  # id 5 held out
+    assert data.corrections == 3

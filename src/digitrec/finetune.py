@@ -100,6 +100,9 @@ class CorrectionData:
     skipped_misaligned: int  # label digits did not match the crops read
     skipped_none: int  # "not a digit" corrections a 10-output model cannot learn
     snapshot: str  # store snapshot id of the rows read
+    # Of skipped_misaligned: a digit label on an image where the reading found nothing to classify (no ink, or
+    # only specks and lines): the model was never asked, so no input of it can teach the model anything.
+    skipped_no_input: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,12 @@ def gather(corrections: Sequence[Correction], classes: int) -> CorrectionData:
     import hashlib
 
     parts: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
-    used = misaligned = none_skipped = 0
+    used = misaligned = none_skipped = no_input = 0
     for correction in corrections:
         labels = correction.digit_labels
         if labels is None or correction.inputs is None:
             misaligned += 1
+            no_input += correction.n_inputs == 0
             continue
         if NOT_A_DIGIT in labels and classes <= NOT_A_DIGIT:
             none_skipped += 1
@@ -137,7 +141,7 @@ def gather(corrections: Sequence[Correction], classes: int) -> CorrectionData:
         return np.array(images, np.uint8).reshape(-1, 28, 28), np.array(targets, np.int64)
 
     (train_x, train_y), (held_x, held_y) = stack(False), stack(True)
-    return CorrectionData(train_x, train_y, held_x, held_y, used, misaligned, none_skipped, snapshot)
+    return CorrectionData(train_x, train_y, held_x, held_y, used, misaligned, none_skipped, snapshot, no_input)
 
 
 def outputs(model: keras.Model, images: np.ndarray) -> np.ndarray:
@@ -334,7 +338,8 @@ def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = Fine
         "held_out_before": before["held_out"], "held_out_after": after["held_out"],
         "held_out_n": len(data.held_out_labels), "train_inputs": len(data.train_labels),
         "oversample": repeats, "corrections": data.corrections,
-        "skipped_misaligned": data.skipped_misaligned, "skipped_none": data.skipped_none,
+        "skipped_misaligned": data.skipped_misaligned, "skipped_no_input": data.skipped_no_input,
+        "skipped_none": data.skipped_none,
         "temperature": calibration["temperature"], "frozen_layers": len(frozen),
         "seconds": round(time.perf_counter() - started, 1),
     }

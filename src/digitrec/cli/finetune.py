@@ -131,8 +131,9 @@ def print_figures(figures: dict[str, Any], as_json: bool) -> None:
           f"  ({figures['held_out_n']} inputs of corrections never trained on)")
     print(f"trained on     {figures['train_inputs']} correction inputs x{figures['oversample']} + MNIST replay;"
           f" {figures['corrections']} corrections used"
-          + (f", {figures['skipped_misaligned']} skipped (label/digits mismatch)" if figures['skipped_misaligned']
-             else "")
+          + (f", {figures['skipped_misaligned']} skipped (label/digits mismatch"
+             + (f"; {figures['skipped_no_input']} where the reading found no ink to read"
+                if figures.get("skipped_no_input") else "") + ")" if figures['skipped_misaligned'] else "")
           + (f", {figures['skipped_none']} 'none' skipped (no not-a-digit output)" if figures['skipped_none']
              else ""))
     if "temperature" in figures:
