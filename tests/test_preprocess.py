@@ -131,3 +131,18 @@ def test_bold_digit_filling_the_frame_is_found(mnist_digits) -> None:
         mask = find_ink(grey).mask
         found.append((mask & truth).sum() / (mask | truth).sum() > 0.7)
     assert len(found) == 8 and sum(found) >= 7, found
+
+
+@pytest.mark.parametrize("dark", [True, False], ids=["dark-ink", "chalk"])
+def test_bold_one_cropped_tight_keeps_its_polarity(dark: bool) -> None:
+    # A bold 1 from border to border of a tight crop touches the picture's edge more than the halo of
+    # paper along its sides, which the other polarity finds as "ink": the halo, of the paper's own tone,
+    # does not stand apart from it, the stroke does. Before: read as two thin strips (the halo).
+    grey = np.full((80, 40), 0.9, np.float32)
+    grey[:, 14:24] = 0.1
+    grey = cv2.GaussianBlur(grey, (0, 0), 1.0)  # drawn on a canvas: anti-aliased, no noise
+    ink = find_ink(grey if dark else 1 - grey)
+    truth = np.zeros(grey.shape, bool)
+    truth[:, 14:24] = True
+    assert ink.dark_ink == dark
+    assert (ink.mask & truth).sum() / (ink.mask | truth).sum() > 0.8

@@ -212,17 +212,30 @@ def find_ink(grey: np.ndarray) -> InkMap:
     ink = ink_map(small, scale, dark)
     # The skewness vote needs ink to be the sparse side; a bold digit filling a tight crop is not. When the
     # vote finds no ink, or dense ink (over DENSE_SHARE of the picture), the other polarity is tried too,
-    # and the one whose ink is plausible (some, at most MAX_WRITING_SHARE) and touches the picture's edge
-    # less is kept: paper surrounds writing, even a tightly cropped digit's.
+    # and the one whose ink is plausible (some, at most MAX_WRITING_SHARE) and stands apart from its paper
+    # in tone more clearly is kept. In the wrong polarity a bold stroke is paper to the lighting estimate,
+    # and the "ink" is the halo of paper along its sides, of the paper's own tone: no apart at all.
+    # (The edge of the picture used to decide: a bold digit cropped tight touches it more than its halo.)
     share = float(ink.mask.mean())
     if share == 0.0 or share > DENSE_SHARE:
         other = ink_map(small, scale, not dark)
         other_share = float(other.mask.mean())
         if 0.0 < other_share <= MAX_WRITING_SHARE and (
-                share == 0.0 or share > MAX_WRITING_SHARE or edge_share(other.mask) < edge_share(ink.mask)):
+                share == 0.0 or share > MAX_WRITING_SHARE
+                or tone_separation(small, other.mask, not dark) > tone_separation(small, ink.mask, dark)):
             other.steps["polarity_flipped"] = True
             return other
     return ink
+
+
+def tone_separation(grey: np.ndarray, mask: np.ndarray, dark: bool) -> float:
+    """How clearly the ink `mask` stands apart from the rest in tone, the ink on its polarity's side:
+    the gap between their mean tones over their pooled standard deviation (negative: the wrong side)."""
+    ink, paper = grey[mask], grey[~mask]
+    if ink.size == 0 or paper.size == 0:
+        return -math.inf
+    gap = float(paper.mean() - ink.mean()) if dark else float(ink.mean() - paper.mean())
+    return gap / math.sqrt(0.5 * (float(ink.var()) + float(paper.var())) + 1e-6)
 
 
 def edge_share(mask: np.ndarray) -> float:
