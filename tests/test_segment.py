@@ -93,3 +93,25 @@ def test_squared_papers_columns_are_removed_but_not_a_lone_one() -> None:
     one = np.zeros((100, 160), bool)
     one[5:95, 70:74] = True  # a single upright stroke: a 1, not a grid
     assert remove_grid_columns(one)[1] == 0 and remove_grid_columns(one)[0].sum() == one.sum()
+
+
+def test_creases_and_shadow_edges_crossing_the_picture_are_not_writing() -> None:
+    """Blank paper photographed without a margin: a crease from border to border, and the soft edge of a
+    shadow or of the paper (the tone differs either side) are no digit; a bold 1 cropped tight against
+    the top and bottom, and a digit beside a crease, are still found."""
+    rng = np.random.default_rng(0)
+    crease = np.full((160, 200), 0.85, np.float32) + rng.normal(0, 0.01, (160, 200)).astype(np.float32)
+    cv2.line(crease, (60, 0), (95, 159), 0.6, 1)  # a fold: a faint one-pixel line, top to bottom
+    assert groups_of(crease).groups == ()
+    shadow = np.full((160, 200), 0.9, np.float32)
+    shadow[:, 120:] = 0.45  # the table beyond the paper's edge, softened by the lens
+    shadow = cv2.GaussianBlur(shadow, (0, 0), 2.0) + rng.normal(0, 0.01, (160, 200)).astype(np.float32)
+    assert groups_of(shadow).groups == ()
+    one = np.full((80, 40), 0.9, np.float32)
+    one[:, 14:24] = 0.1  # a bold 1 cropped tight against the top and bottom
+    assert len(groups_of(one).groups) == 1
+    beside = crease.copy()
+    cv2.polylines(beside, [np.array([[150, 50], [125, 100], [165, 100]]), np.array([[155, 70], [155, 125]])],
+                  False, 0.1, 6)  # a 4 on the creased paper
+    groups = groups_of(beside).groups
+    assert len(groups) == 1 and groups[0].box[0] > 100

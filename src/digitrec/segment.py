@@ -5,8 +5,9 @@ Works on `preprocess.InkMap.mask` (analysis resolution), pure numpy/OpenCV:
 
 1. faint ruled lines (thin or faint runs spanning the page) are removed, and the strokes that crossed
    them are mended;
-2. connected components; specks (tiny next to the largest) and paper edges (thin strips along the
-   image's border, as a filled canvas leaves once inverted) are dropped;
+2. connected components; specks (tiny next to the largest), paper edges (thin strips along the
+   image's border, as a filled canvas leaves once inverted), and creases and the edges of shadows, paper
+   or table crossing the whole image are dropped;
 3. rows: the components of digit height are clustered by their vertical extent (two components are in
    one row when they overlap vertically by half the shorter one's height, transitively), and the small
    ones (a 5's bar, a dot) join the row they sit in; nothing is ever merged across rows;
@@ -47,6 +48,9 @@ ROW_OVERLAP = 0.5  # two components share a row when they overlap vertically by 
 BROKEN_GAP = 0.08  # pieces stacked with a vertical gap under this (x their joint height) are one broken digit
 NEAR_ROW = 0.25  # a small piece centred this close (x the row's height) above or below a row belongs to it
 EDGE_ASPECT = 12  # a strip along the border this many times longer than wide is the paper's edge
+# A component crossing the whole image (touching two opposite borders) is no writing when it is ...
+CREASE_THINNESS = 0.02  # ... a crease or a rule: its ink under this x its span squared (stroke < 2% of length)
+EDGE_STEP = 0.4  # ... or the edge of a shadow or of the paper: the paper's tone either side differs this much
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,43 @@ def is_paper_edge(component: np.ndarray, shape: tuple[int, int]) -> bool:
     return vertical or horizontal
 
 
+def is_crease_or_edge(component: np.ndarray, labels: np.ndarray, label: int, background: np.ndarray) -> bool:
+    """A component crossing the whole image from border to border that is a crease, a fold or a rule
+    (a stroke under CREASE_THINNESS of its length), or the edge of a shadow, of the paper or of the table
+    beyond it (the paper's tone, `InkMap.background`, differs by EDGE_STEP across it): photographed blank
+    paper, read as a "1" by anyone. A digit cropped tight against two borders is thicker than a crease,
+    and has paper of one tone either side (or a border: then it is kept).
+    """
+    x, y, w, h, area = (int(value) for value in component)
+    height, width = labels.shape
+    spans = []
+    if y <= 1 and y + h >= height - 1:
+        spans.append(False)  # top to bottom: look across its rows
+    if x <= 1 and x + w >= width - 1:
+        spans.append(True)  # left to right: look across its columns
+    for across in spans:
+        window = labels == label  # the whole picture: the paper either side of it is looked at
+        tone = background
+        if across:
+            window, tone = window.T, tone.T
+        length = window.shape[0]
+        if area < CREASE_THINNESS * length * length:
+            return True
+        rows = np.flatnonzero(window.any(axis=1))
+        first = window[rows].argmax(axis=1)
+        last = window.shape[1] - 1 - window[rows, ::-1].argmax(axis=1)
+        gap = max(2, int(np.median(last - first + 1)))  # a stroke's width away from it, on either side
+        left, right = first - gap, last + gap
+        inside = (left >= 0) & (right < window.shape[1])
+        if inside.sum() < 0.5 * len(rows):
+            continue  # it runs along a border: one side is not in the picture
+        before = float(np.median(tone[rows[inside], left[inside]]))
+        after = float(np.median(tone[rows[inside], right[inside]]))
+        if abs(before - after) >= EDGE_STEP * max(before, after, 1e-3):
+            return True
+    return False
+
+
 def find_rows(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
     """Components -> rows of component labels, top to bottom.
 
@@ -300,7 +341,8 @@ def segment_ink(ink: InkMap) -> Segmentation:
     order = np.argsort(areas)[::-1][:MAX_COMPONENTS] + 1
     largest = int(areas.max())
     keep = [int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest
-            and not is_paper_edge(stats[label], mask.shape)]
+            and not is_paper_edge(stats[label], mask.shape)
+            and not is_crease_or_edge(stats[label], labels, int(label), ink.background)]
     specks = count - 1 - len(keep)
     if len(keep) > MAX_KEPT_COMPONENTS:  # hundreds of similar pieces: noise, not writing
         return Segmentation(labels, (), lines, count - 1)
