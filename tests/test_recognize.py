@@ -261,3 +261,27 @@ def test_a_lone_confident_digit_is_one_crop(mnist_digits) -> None:
 def aspect(image: np.ndarray) -> float:
     rows, cols = np.nonzero(image > 64)
     return (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1)
+
+
+@pytest.mark.parametrize(
+    ("left", "strokes", "whole_absorbed"),
+    [((1, 0.99, 0.05), 1, True),  # "10" touching at one point, read whole as 0: the 1 was swallowed
+     ((1, 0.60, 0.05), 1, False),  # the left piece is no sure digit: nothing to explain away
+     ((1, 0.99, 0.60), 1, False),  # ... nor a piece the model half doubts is a digit
+     ((1, 0.99, 0.05), 2, False),  # the cut crosses two strokes: it took the edge off one digit
+     ((0, 0.99, 0.05), 1, False)],  # both pieces read as the whole's digit: not a digit beside it
+    ids=["touching-1", "unsure-piece", "doubted-piece", "two-strokes", "same-digits"],
+)
+def test_a_crop_that_swallowed_a_touching_digit_is_marked(left: tuple, strokes: int, whole_absorbed: bool) -> None:
+    from digitrec.recognize import absorbed
+    from digitrec.runtime import Thresholds
+    from digitrec.segment import Group
+    from digitrec.split import Piece
+
+    pieces = [Piece(0, 1, Group((1,), (0, 0, 10, 50))), Piece(1, 2, Group((1,), (10, 0, 30, 50))),
+              Piece(0, 2, Group((1,), (0, 0, 40, 50)))]
+    scores = scores_of([left, (0, 0.99, 0.05), (0, 0.99, 0.05)])
+    score = np.log(scores.probabilities.max(axis=1)) + np.log(1 - scores.not_digit)
+    thresholds = Thresholds(not_digit=0.79, low_confidence=0.94)
+    marked = absorbed(pieces, scores.probabilities, scores.not_digit, score, thresholds, [0, strokes, 0])
+    assert marked.tolist() == [False, False, whole_absorbed]

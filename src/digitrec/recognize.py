@@ -59,6 +59,8 @@ FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
 WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
+ABSORB_SHAPE = 0.3  # a piece whose shape penalties (log units) exceed this is no confident digit for `absorbed`
+ABSORB_COST = 0.5  # a piece that absorbed a confident neighbour (`absorbed`) pays this (log units)
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
 SEGMENTATION_TEMPERATURE = 0.1  # a margin of 0.1 (log units) -> 73%, 0.3 -> 95%, 0.5 -> 99%
 
@@ -174,13 +176,23 @@ class Choice:
     piece: Group
 
 
-def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: int) -> tuple[list[Piece], int]:
-    """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups are one piece."""
+def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: int,
+               strokes: list[int] | None = None) -> tuple[list[Piece], int]:
+    """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups are one piece.
+
+    strokes: if given, filled with the number of strokes (runs of ink) each node's cut crosses (0 for the
+    group's edges)."""
     x, y, w, h = group.box
     if not cut or w <= SPLIT_ASPECT * h or max_cuts <= 0:
+        if strokes is not None:
+            strokes[:] = [0, 0]
         return [Piece(0, 1, group)], 2
     mask = group_mask(segmentation, group)[y : y + h, x : x + w]  # (h, w)
     cuts = cut_paths(mask, max_cuts=max_cuts)
+    if strokes is not None:
+        crossed = [mask[np.arange(h), np.clip(path, 0, w - 1)] for path in cuts]  # (h,) ink along each cut
+        strokes[:] = [0, *(int(np.count_nonzero(np.diff(np.concatenate([[0], c.astype(np.int8)])) == 1))
+                           for c in crossed), 0]
     return lattice_pieces(mask, group, cuts), len(cuts) + 2
 
 
@@ -199,6 +211,32 @@ def piece_scores(pieces: list[Group], heights: list[int], probabilities: np.ndar
              + FRAGMENT_COST * np.where(ones, np.maximum(0.0, ONE_HEIGHT - tall),
                                         np.maximum(0.0, NARROW_ASPECT - aspect)))
     return np.log(np.maximum(confidence, 1e-9)) + np.log(np.maximum(1.0 - not_digit, 1e-9)) - shape
+
+
+def absorbed(pieces: list[Piece], probabilities: np.ndarray, not_digit: np.ndarray, score: np.ndarray,
+             thresholds: Thresholds, strokes: list[int]) -> np.ndarray:
+    """(len(pieces),) True where a piece holds a neighbour it does not need: it reads as digit d, a part
+    of it (from one of its ends to a cut) reads as the same d confidently, the rest is a confident digit
+    of its own, and the cut between them crosses a single stroke (`strokes`: per lattice node), where two
+    digits touch: "10" read as 0, a 1 touching a 3 read as 3. The model reads the bigger crop as the digit
+    it recognises and ignores a thin stroke beside it; the pieces explain all of its ink. (A cut through
+    one digit, taking off its tail or its edge, crosses two strokes or more: a 2's arc and its base.)
+    """
+    sure = ((probabilities.max(axis=1) >= thresholds.low_confidence)
+            & (not_digit < PIECE_NOT_DIGIT * thresholds.not_digit)
+            & (score >= math.log(thresholds.low_confidence) - ABSORB_SHAPE))  # (n,) confident, digit-shaped
+    digit = probabilities.argmax(axis=1)
+    at = {(piece.start, piece.stop): index for index, piece in enumerate(pieces)}
+    out = np.zeros(len(pieces), bool)
+    for index, piece in enumerate(pieces):
+        for middle in range(piece.start + 1, piece.stop):
+            left, right = at.get((piece.start, middle)), at.get((middle, piece.stop))
+            if left is None or right is None or not (sure[left] and sure[right]) or strokes[middle] > 1:
+                continue
+            if digit[index] in (digit[left], digit[right]) and digit[left] != digit[right]:
+                out[index] = True
+                break
+    return out
 
 
 def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, classifier: Classifier,
@@ -296,11 +334,13 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         rendered, scores = alone
         crops, heights, plans, whole, merge_option = [every[0]], [every[0].box[3]], [([Piece(0, 1, every[0])], 2)], \
             None, False
+    strokes: list[list[int]] = [[0, 0]] * len(plans)  # per group, the strokes each lattice node's cut crosses
     for row in rows if alone is None else ():
         for group in row:
             _, _, w, h = group.box
             cut = budget > 0 and w / h > CONTEXT_WIDER * typical
-            plan = plan_group(segmentation, group, cut, min(40, round(4 * w / max(1, h)) + 2))
+            strokes.append([])
+            plan = plan_group(segmentation, group, cut, min(40, round(4 * w / max(1, h)) + 2), strokes[-1])
             budget -= len(plan[0])
             plans.append(plan)
     if alone is None:
@@ -318,6 +358,13 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         rendered = [render_piece(grey, ink, segmentation, crop) for crop in crops]
         scores = classify(classifier, np.stack([image for image, _ in rendered]))
     score = piece_scores(crops, heights, scores.probabilities, scores.not_digit)
+    offset = 0
+    for (pieces, _), crossed in zip(plans, strokes, strict=True):
+        if len(pieces) > 2:
+            part = slice(offset, offset + len(pieces))
+            score[part] -= ABSORB_COST * absorbed(pieces, scores.probabilities[part], scores.not_digit[part],
+                                                  score[part], thresholds, crossed)
+        offset += len(pieces)
     # 4. per group, the best way of cutting it; its margin over the second best is the segmentation's doubt
     read_rows: list[list[Choice]] = []
     margins: list[float] = []
