@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from digitrec.bundle import BundleError, default_bundle_dir, resolve_model
 from digitrec.idx import read_idx
+from digitrec.server.acceptor import HealthFirstServer
 from digitrec.server.app import create_app
 from digitrec.server.connections import uvicorn_options
 from digitrec.server.settings import ServerSettings
@@ -128,7 +129,7 @@ def running_server(settings: ServerSettings, loader: Callable[[Any], Any] | None
     app = create_app(settings) if loader is None else create_app(settings, loader)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                             **uvicorn_options(settings))
-    server = uvicorn.Server(config)
+    server = HealthFirstServer(config)  # as `digitrec serve` runs it: connections accepted on their own thread
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -74,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from digitrec.server import acceptor
     from digitrec.server.app import create_app
     from digitrec.server.connections import uvicorn_options
     from digitrec.server.settings import SETTINGS_ENV, ServerSettings
@@ -101,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
     options = {"host": args.host, "port": args.port, "access_log": args.access_log, "timeout_graceful_shutdown": 5,
                **uvicorn_options(settings)}
     if args.workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        acceptor.run(uvicorn.Config(create_app(settings), **options))
     else:
         # Worker processes import the app and the connection guard, so they read the settings from the
         # environment.
         os.environ[SETTINGS_ENV] = settings.to_env()
         options["http"] = "digitrec.server.connections:environment_protocol"
-        uvicorn.run("digitrec.server.app:app_from_environment", factory=True, workers=args.workers, **options)
+        acceptor.run(uvicorn.Config("digitrec.server.app:app_from_environment", factory=True, workers=args.workers,
+                                    **options))
     return 0
