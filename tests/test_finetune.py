@@ -185,12 +185,14 @@ def test_the_run_mix_oversamples_corrections_and_replays_non_digits_every_epoch(
     replay = (np.full((1000, 28, 28), 1, np.uint8), np.full(1000, 1))
     negatives = np.full((50, 28, 28), 9, np.uint8)
     config = FinetuneConfig(replay=400, correction_share=0.5, max_oversample=100)
-    images, labels, repeats = run_mix(data, replay, negatives, config, 3, np.random.default_rng(0))
+    images, labels, repeats, from_corrections = run_mix(data, replay, negatives, config, 3,
+                                                        np.random.default_rng(0))
     assert repeats == 22  # 0.5 share of an epoch beside 400 MNIST + 50 non-digits: 450 / 20 inputs
     assert len(labels) == 3 * (20 * repeats + 400 + 50)
     assert np.sum(labels == 3) == 3 * 20 * repeats and np.sum(labels == NOT_A_DIGIT) == 3 * 50
     assert np.all(images[labels == NOT_A_DIGIT] == 9) and np.all(images[labels == 3] == 7)
     assert len(set(labels[:50].tolist())) == 3  # shuffled, not laid out in blocks
+    assert np.array_equal(from_corrections, labels == 3)  # which rows are corrections, through the shuffle
     capped = run_mix(data, replay, negatives, FinetuneConfig(replay=400, correction_share=0.5, max_oversample=5),
                      1, np.random.default_rng(0))
     assert capped[2] == 5
@@ -270,3 +272,27 @@ def test_gather_counts_corrections_whose_reading_found_nothing_to_classify() -> 
     assert data.skipped_misaligned == 3 and data.skipped_no_input == 2  # ids 2, 3, 4; of them 2 and 4 no ink
     assert data.train_labels.tolist() == [7, 10] and data.held_out_labels.tolist() == [8]  # id 5 held out
     assert data.corrections == 3
+
+
+def test_replayed_inputs_learn_part_of_their_target_from_the_base() -> None:
+    from digitrec.finetune import targets
+
+    labels = np.array([3, 1, 10])
+    from_corrections = np.array([True, False, False])
+    base = np.full((3, 11), 0.0, np.float32)
+    base[:, 7] = 1.0  # the base answers 7 for every input
+    mixed = targets(labels, from_corrections, base, 0.25)
+    assert mixed.shape == (3, 11) and np.allclose(mixed.sum(axis=1), 1)
+    assert mixed[0, 3] == 1 and mixed[0, 7] == 0  # a correction: its label only
+    assert mixed[1, 1] == pytest.approx(0.75) and mixed[1, 7] == pytest.approx(0.25)
+    assert mixed[2, 10] == pytest.approx(0.75)
+
+
+def test_step_back_moves_float_weights_part_of_the_way_and_keeps_counters() -> None:
+    from digitrec.finetune import step_back
+
+    base = [np.zeros(3, np.float32), np.array([5], np.int64)]
+    trained = [np.array([1.0, -2.0, 4.0], np.float32), np.array([9], np.int64)]
+    stepped = step_back(base, trained, 0.75)
+    assert np.allclose(stepped[0], [0.75, -1.5, 3.0]) and stepped[0].dtype == np.float32
+    assert stepped[1].tolist() == [9]

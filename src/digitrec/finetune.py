@@ -78,6 +78,13 @@ class FinetuneConfig:
     max_oversample: int = 40  # but never repeat one correction more than this per epoch
     negative_replay: int = 300  # synthetic non-digits in every epoch, for models with a not-a-digit output
     frozen_convs: int = 0  # the first N convolutions of each network keep the base's weights
+    # The tuned weights are base + weight_step x (trained - base): part of the way back to the base keeps
+    # most of what the corrections taught and gives back most of what MNIST lost (weight-space ensembling,
+    # Wortsman et al. 2022, "WiSE-FT"); 1.0 keeps the trained weights as they are.
+    weight_step: float = 1.0
+    # Replayed inputs (MNIST, non-digits) learn this share of their target from the base's own outputs and
+    # the rest from their labels (knowledge distillation, Hinton et al. 2015; "learning without forgetting").
+    replay_distillation: float = 0.0
     min_train: int = 10  # inputs needed to train on
     min_held_out: int = 5  # held-out inputs needed to judge the result
     max_mnist_drop: float = 0.001  # gate: MNIST test accuracy may fall by at most 0.10 points
@@ -177,8 +184,10 @@ def synthetic_negatives(count: int, seed: int, digits: np.ndarray) -> np.ndarray
 
 
 def run_mix(data: CorrectionData, replay: tuple[np.ndarray, np.ndarray], negatives: np.ndarray,
-            config: FinetuneConfig, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    """Every epoch's training inputs, shuffled together: (images (M, 28, 28) uint8, labels (M,), repeats).
+            config: FinetuneConfig, epochs: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Every epoch's training inputs, shuffled together: (images (M, 28, 28) uint8, labels (M,), repeats,
+    from_corrections (M,) bool: which rows are corrections).
 
     Each epoch holds the corrections repeated to ~`correction_share` of it, a fresh draw of `replay` MNIST
     images and all of `negatives` (synthetic non-digits, labelled not-a-digit). One array for the whole run,
@@ -192,13 +201,24 @@ def run_mix(data: CorrectionData, replay: tuple[np.ndarray, np.ndarray], negativ
                          round(share / (1 - share) * others / max(len(data.train_labels), 1))))
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
+    sources: list[np.ndarray] = []
     for _ in range(epochs):
         pick = rng.choice(len(replay_labels), size=drawn, replace=False)
         images += [np.tile(data.train_images, (repeats, 1, 1)), replay_images[pick], negatives]
         labels += [np.tile(data.train_labels, repeats), replay_labels[pick],
                    np.full(len(negatives), NOT_A_DIGIT, np.int64)]
+        sources += [np.ones(repeats * len(data.train_labels), bool), np.zeros(drawn + len(negatives), bool)]
     order = rng.permutation(sum(len(part) for part in labels))
-    return np.concatenate(images)[order], np.concatenate(labels)[order], repeats
+    return np.concatenate(images)[order], np.concatenate(labels)[order], repeats, np.concatenate(sources)[order]
+
+
+def targets(labels: np.ndarray, from_corrections: np.ndarray, base_outputs: np.ndarray, share: float) -> np.ndarray:
+    """Training targets (M, classes): a correction's label as it is; a replayed input's label mixed with the
+    base model's own outputs (`share` of them, `base_outputs` (M, classes)), so that replay holds the base's
+    whole answer in place -- a label alone says little where the base is already right and sure."""
+    onehot = np.eye(base_outputs.shape[1], dtype=np.float32)[labels]  # (M, classes)
+    mixed = (1 - share) * onehot + share * base_outputs.astype(np.float32)
+    return np.where(from_corrections[:, None], onehot, mixed)
 
 
 def freeze(model: keras.Model, config: FinetuneConfig) -> list[str]:
@@ -221,6 +241,15 @@ def freeze(model: keras.Model, config: FinetuneConfig) -> list[str]:
             elif config.freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     return frozen
+
+
+def step_back(base: list[np.ndarray], trained: list[np.ndarray], step: float) -> list[np.ndarray]:
+    """Weights `step` of the way from `base` to `trained` (same layout, as `get_weights` gives them).
+
+    Integer arrays (counters, seeds) are taken from `trained` unchanged.
+    """
+    return [b + step * (t - b) if np.issubdtype(t.dtype, np.floating) else t
+            for b, t in zip(base, trained, strict=True)]
 
 
 def recalibrate(base_temperature: float | None, before: np.ndarray, after: np.ndarray,
@@ -311,19 +340,31 @@ def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = Fine
     rng = np.random.default_rng(train_config.seed)
     assert train_config.epochs is not None and train_config.batch_size is not None
     epochs, batch_size = train_config.epochs, train_config.batch_size
-    images, labels, repeats = run_mix(data, replay, negatives, config, epochs, rng)
+    images, labels, repeats, from_corrections = run_mix(data, replay, negatives, config, epochs, rng)
     steps = max(1, len(labels) // (epochs * batch_size))
-    images, labels = images[: epochs * steps * batch_size], labels[: epochs * steps * batch_size]
+    kept = epochs * steps * batch_size
+    images, labels, from_corrections = images[:kept], labels[:kept], from_corrections[:kept]
+    loss, metric, fit_targets = "sparse_categorical_crossentropy", "accuracy", labels
+    if config.replay_distillation > 0:
+        on_stage("reading the replay with the base model", 0)
+        replayed = ~from_corrections
+        base_outputs = np.zeros((len(labels), classes), np.float32)
+        base_outputs[replayed] = outputs(model, images[replayed])
+        fit_targets = targets(labels, from_corrections, base_outputs, config.replay_distillation)
+        loss, metric = "categorical_crossentropy", keras.metrics.CategoricalAccuracy(name="accuracy")
     frozen = freeze(model, config)
+    base_weights = model.get_weights() if config.weight_step != 1.0 else []
     trainable = (wrap_for_training(model, train_config.augmentation, train_config.seed)
                  if train_config.augment else model)
-    trainable.compile(optimizer=make_optimizer(train_config, steps), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=False if keras.backend.backend() == "tensorflow" else "auto")
-    dataset, _ = epoch_batches(to_model_input(images), labels, batch_size, passes=1)
+    trainable.compile(optimizer=make_optimizer(train_config, steps), loss=loss, metrics=[metric],
+                      jit_compile=False if keras.backend.backend() == "tensorflow" else "auto")
+    dataset, _ = epoch_batches(to_model_input(images), fit_targets, batch_size, passes=1)
     on_stage("training", steps * epochs)
     fitted = trainable.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False,  # shuffled already
                            verbose=0, callbacks=list(callbacks))
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
+    if config.weight_step != 1.0:
+        model.set_weights(step_back(base_weights, model.get_weights(), config.weight_step))
     # 5. the gate, and the temperature
     on_stage("measuring the fine-tuned model", 0)
     after = {"mnist_test": accuracy(model, test_images, test_labels),
@@ -341,6 +382,7 @@ def finetune(store: CorrectionStore, output: Path, config: FinetuneConfig = Fine
         "skipped_misaligned": data.skipped_misaligned, "skipped_no_input": data.skipped_no_input,
         "skipped_none": data.skipped_none,
         "temperature": calibration["temperature"], "frozen_layers": len(frozen),
+        "weight_step": config.weight_step,
         "seconds": round(time.perf_counter() - started, 1),
     }
     problems = []
