@@ -285,3 +285,21 @@ def test_a_crop_that_swallowed_a_touching_digit_is_marked(left: tuple, strokes: 
     thresholds = Thresholds(not_digit=0.79, low_confidence=0.94)
     marked = absorbed(pieces, scores.probabilities, scores.not_digit, score, thresholds, [0, strokes, 0])
     assert marked.tolist() == [False, False, whole_absorbed]
+
+
+@pytest.mark.parametrize(
+    ("whole_not_digit", "pieces", "rejected"),
+    [(0.95, [(1, 0.99, 0.05)] * 4, True),  # a zigzag scribble cut at its joints: "1111"
+     (0.95, [(1, 0.99, 0.05), (1, 0.99, 0.05), (7, 0.99, 0.05)], True),  # a W: "117"
+     (0.30, [(1, 0.99, 0.05)] * 4, False),  # the whole may be digits: "1111" written touching
+     (0.95, [(1, 0.99, 0.05), (4, 0.99, 0.05), (7, 0.99, 0.05)], False),  # "147": a number, not strokes
+     (0.95, [(1, 0.99, 0.05), (1, 0.99, 0.05)], False)],  # "11": two pieces are left to the other rules
+    ids=["zigzag", "w", "whole-digits", "number", "two-pieces"],
+)
+def test_a_non_digit_cut_into_ones_is_strokes(whole_not_digit: float, pieces: list, rejected: bool) -> None:
+    from digitrec.recognize import strokes_read_as_ones
+    from digitrec.runtime import Thresholds
+
+    scores = scores_of([(0, 0.5, whole_not_digit), *pieces])
+    thresholds = Thresholds(not_digit=0.79, low_confidence=0.94)
+    assert strokes_read_as_ones(scores, 0, list(range(1, len(pieces) + 1)), thresholds) is rejected

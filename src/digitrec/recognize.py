@@ -59,6 +59,7 @@ FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
 WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
+MIN_ONES = 3  # a lone non-digit cut into this many pieces or more, all but one read as 1s, is strokes
 ABSORB_SHAPE = 0.3  # a piece whose shape penalties (log units) exceed this is no confident digit for `absorbed`
 ABSORB_COST = 0.5  # a piece that absorbed a confident neighbour (`absorbed`) pays this (log units)
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
@@ -273,6 +274,18 @@ def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds:
                    and scores.not_digit[index] < PIECE_NOT_DIGIT * thresholds.not_digit for index in chosen)
 
 
+def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
+    """Whether a lone group's cut reading is a scribble's or a letter's strokes, each read as a 1: the
+    whole (row `at` of the batch) is not a digit, and the cut gives MIN_ONES pieces or more, all but one
+    of them 1s (a zigzag's strokes "1111", a W's "111", an m's "111"). A number written with its digits
+    touching is seldom all 1s; "11" and "17" (two pieces) are left to the other rules.
+    """
+    if len(chosen) < MIN_ONES or scores.not_digit[at] < thresholds.not_digit:
+        return False
+    ones = int(np.sum(scores.probabilities[chosen].argmax(axis=1) == 1))
+    return ones >= len(chosen) - 1
+
+
 def mostly_not_digits(kept: list[int], rejected: int, scores: Any, thresholds: Thresholds) -> bool:
     """Whether a reading is too doubtful to be a number: the crops `kept` (rows of the batch) passed the
     not-a-digit threshold, `rejected` others of the same reading did not.
@@ -382,7 +395,8 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             # (dropping one group of a number would answer a wrong number, not a rejection).
             if len(taken) > 1 and mode != "digit" and len(every) == 1:
                 uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
-                if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds):
+                if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds) \
+                        or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds):
                     outvoted += 1
                     start += len(pieces)
                     continue
