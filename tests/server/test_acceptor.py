@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from digitrec.server import acceptor
 from digitrec.server.acceptor import HealthFirstServer, health_request
 from digitrec.server.app import create_app
 from digitrec.server.connections import uvicorn_options
@@ -112,6 +113,22 @@ def test_healthz_is_answered_while_the_event_loop_is_blocked(blocking_server: st
         assert answer.endswith(b'{"status":"ok"}') == request.startswith(b"GET")
     blocker.join()
     assert max(took) < 0.5  # the event loop was blocked for 1.5 s: only the accepting thread could answer
+
+
+def test_a_stuck_event_loop_fails_its_probes(blocking_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread vouches for the loop only while it turns: a loop stuck past LOOP_STALL_S gets the probe."""
+    monkeypatch.setattr(acceptor, "LOOP_STALL_S", 0.5)
+    port = int(blocking_server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as blocker:
+        blocker.sendall(b"GET /test-block HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(1.0)  # the loop has been stuck for ~1 s of its 1.5 s
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            answer = exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        waited = time.monotonic() - started
+        exchange(blocker, b"")  # the blocking route's own answer
+    assert answer.startswith(b"HTTP/1.1 200 ")  # answered by the loop, once it was free again
+    assert waited > 0.2
 
 
 def test_a_keep_alive_connection_goes_on_to_uvicorn_after_a_probe(live_server: str) -> None:

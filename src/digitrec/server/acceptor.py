@@ -10,7 +10,8 @@ So the listening socket is not given to the event loop. A thread accepts, looks 
 bytes without taking them (MSG_PEEK), and:
 
 - a bodiless `GET`/`HEAD /healthz` is answered right there, in microseconds, and the connection goes on to
-  the loop for whatever it sends next (or is closed, when the client asked for that);
+  the loop for whatever it sends next (or is closed, when the client asked for that) -- as long as the loop
+  has turned within `LOOP_STALL_S`: a stuck loop's probes go to it, and wait;
 - anything else, including bytes that have not arrived within `FIRST_BYTES_WAIT_S`, goes to the loop
   untouched (`loop.connect_accepted_socket`), where uvicorn reads it as if it had accepted it.
 
@@ -46,6 +47,10 @@ ACCEPT_BURST = 64  # connections accepted per wake-up before the waiting ones ar
 OUT_OF_FILES_PAUSE_S = 0.1  # EMFILE: pause accepting for this long (the connection guard frees descriptors)
 OUT_OF_FILES_LOG_EVERY_S = 10.0
 HEALTH_REQUESTS = (b"GET /healthz ", b"HEAD /healthz ")
+# The thread answers a probe only while the event loop is alive: uvicorn's loop ticks every 0.1 s (one turn
+# under a flood takes ~0.1-1 s). A loop silent this long is stuck, and the probe goes to it and waits, as it
+# should: a health check that a wedged server still passed would keep it in rotation.
+LOOP_STALL_S = 5.0
 
 
 def health_response(head_only: bool, close: bool) -> bytes:
@@ -90,10 +95,12 @@ class Acceptor:
     serves."""
 
     def __init__(self, listener: socket.socket, loop: asyncio.AbstractEventLoop,
-                 protocol_factory: Callable[[], asyncio.Protocol], backlog: int) -> None:
+                 protocol_factory: Callable[[], asyncio.Protocol], backlog: int,
+                 last_tick: Callable[[], float] = time.monotonic) -> None:
         self.listener = listener
         self.loop = loop
         self.protocol_factory = protocol_factory
+        self.last_tick = last_tick  # time.monotonic() of the event loop's last turn
         self.answered = 0  # /healthz requests answered here (for tests and logs)
         listener.listen(backlog)
         listener.setblocking(False)
@@ -186,7 +193,7 @@ class Acceptor:
             connection.close()  # reset before a byte came
             return
         request = health_request(peeked)
-        if request is None:
+        if request is None or time.monotonic() - self.last_tick() > LOOP_STALL_S:
             self._hand_over(connection)
             return
         length, head_only, close = request
@@ -239,7 +246,15 @@ class HealthFirstServer(uvicorn.Server):
                                                    app_state=self.lifespan.state, _loop=loop)
 
         self.listeners = listeners
-        self.acceptors = [Acceptor(listener, loop, protocol_factory, self.config.backlog) for listener in listeners]
+        self.last_tick = time.monotonic()
+        self.acceptors = [Acceptor(listener, loop, protocol_factory, self.config.backlog, lambda: self.last_tick)
+                          for listener in listeners]
+
+    last_tick = 0.0  # set on every turn of uvicorn's main loop (every 0.1 s), read by the acceptors
+
+    async def on_tick(self, counter: int) -> bool:
+        self.last_tick = time.monotonic()
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: Sequence[socket.socket] | None = None) -> None:
         for acceptor in getattr(self, "acceptors", []):
