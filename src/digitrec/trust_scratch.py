@@ -7,7 +7,8 @@
 Why from scratch: fine-tuning the 10-digit model into 11 outputs on a CPU (`trust_train`) read MNIST at
 only 99.59-99.60%, so the previous bundle carried two networks (the digit model and a rejector), at twice
 the inference cost. Trained from the start on MNIST and the synthetic crops together, each network learns
-the digits, the writing styles and the non-digits at once (the bundle is the one chosen on validation; `bundle` can also average several: README).
+the digits, the writing styles and the non-digits at once (the bundle ships the one chosen on validation;
+`bundle` can also average several: README).
 
 The data path:
 1. `pack`: MNIST's training images split as `train.split_validation` splits them (55,000 to train, the
