@@ -8,6 +8,12 @@ never in the stream, measures them before and after: USPS digits 4,600-6,599 of 
 --stream 4600 --others 2000). They are never trained on, and nothing is chosen on them: finetune's defaults
 were chosen on the stream's digits after the corrections and on the last 691 of the shuffled file. The errors are
 also counted by kind (the API's reason): no ink found (beyond any model), rejected as not a digit, misread.
+
+A second writer (--writer narrow): one person, not a population. The same USPS digits, each drawn in one
+consistent hand -- half as wide and slanted forward (`narrow_hand`, fixed parameters with a little per-digit
+variation), with a ballpoint, photographed. The USPS writers' errors are scattered (each writer's own slip,
+faint strokes the ink search lost); this writer's errors are one habit that corrections can teach. The same
+split: stream 0-4,599, measured digits 4,600-6,599, never trained or chosen on.
 For each N, scripted end to end with the real parts:
 
 1. `digitrec serve --models-dir M --store S` (a fresh store and models folder)
@@ -21,6 +27,7 @@ every few seconds; every failed request is counted.
 
     .venv/bin/python benchmarks/adaptation.py                       # N = 25 50 100 200, ~20 min on 2 cores
     .venv/bin/python benchmarks/adaptation.py --n 100 --json out.json
+    .venv/bin/python benchmarks/adaptation.py --writer narrow --n 25 50 100 200 --json narrow.json
 
 USPS is used here only to simulate a user: the shipped model never trains on it. Not a test: pytest never
 collects this folder.
