@@ -21,9 +21,10 @@ full), never left waiting.
     .venv/bin/python benchmarks/overload.py --seconds 10 --only png-rgba-16 bombs
     .venv/bin/python benchmarks/overload.py --compare-src /tmp/old/src --rss-guard-mb 3000   # an older server
 
-`--compare-src` runs the same scenarios against the server code in that folder (e.g. from `git archive`)
-after this one; `--rss-guard-mb` kills a server whose RSS passes it (the old one reached 7 GB), and the
-table says so. Bomb files and images are made here, in memory: nothing large is ever committed.
+`--compare-src` runs the same scenarios against the server code in that folder (e.g. from `git archive`),
+alternating which server goes first from one load to the next; `--rss-guard-mb` kills a server whose RSS
+passes it (the old one reached 7 GB), and the table says so. Bomb files and images are made here, in
+memory: nothing large is ever committed.
 """
 
 from __future__ import annotations
@@ -406,22 +407,31 @@ SCENARIOS = {
 }
 
 
-def run_all(label: str, src: str | None, only: list[str], seconds: float, guard_mb: float,
-            images: dict[str, bytes], logs: Path) -> dict[str, object]:
-    report: dict[str, object] = {"server": label, "loads": [], "bombs": [], "idle": None}
-    for name, (kinds, count) in SCENARIOS.items():
-        if only and name not in only:
-            continue
-        result = run_load(name, src, images, kinds, count, seconds, guard_mb, logs)
-        report["loads"].append(result)  # type: ignore[attr-defined]
-        killed = (f" KILLED at {result['killed_at_s']:.0f} s (RSS > {guard_mb:.0f} MB)"
-                  if result["killed_at_s"] else "")
-        print(f"  {label:5s} {name:12s} peak RSS {result['peak_rss_mb']:7.1f} MB{killed}"
-              f"  threads {result['threads_max']:3d}"
-              f"  healthz p99 {result['healthz_p99_ms']:7.1f} ms {result['healthz']}  small p99"
-              f" {result['small_p99_ms']:7.1f} ms {result['small']}  answers {result['answers']}"
-              f"  CPU {result['server_cpu_s']} s  tracebacks {result['log_tracebacks']}"
-              f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+def run_loads(servers: list[tuple[str, str | None, Path]], only: list[str], seconds: float, guard_mb: float,
+              images: dict[str, bytes]) -> dict[str, list[dict[str, object]]]:
+    """Every load scenario on every server; with two servers, which goes first alternates from one scenario to
+    the next (AB, BA, ...): run all of one then all of the other, the second read the machine's other jobs
+    of a later minute (load 8-9 against 11-13 in one such run)."""
+    results: dict[str, list[dict[str, object]]] = {label: [] for label, _, _ in servers}
+    chosen = [(name, kinds, count) for name, (kinds, count) in SCENARIOS.items() if not only or name in only]
+    for index, (name, kinds, count) in enumerate(chosen):
+        for label, src, logs in servers if index % 2 == 0 else servers[::-1]:
+            result = run_load(name, src, images, kinds, count, seconds, guard_mb, logs)
+            results[label].append(result)
+            killed = (f" KILLED at {result['killed_at_s']:.0f} s (RSS > {guard_mb:.0f} MB)"
+                      if result["killed_at_s"] else "")
+            print(f"  {label:5s} {name:12s} peak RSS {result['peak_rss_mb']:7.1f} MB{killed}"
+                  f"  threads {result['threads_max']:3d}"
+                  f"  healthz p99 {result['healthz_p99_ms']:7.1f} ms {result['healthz']}  small p99"
+                  f" {result['small_p99_ms']:7.1f} ms {result['small']}  answers {result['answers']}"
+                  f"  CPU {result['server_cpu_s']} s  tracebacks {result['log_tracebacks']}"
+                  f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+    return results
+
+
+def run_all(label: str, src: str | None, only: list[str], loads: list[dict[str, object]],
+            logs: Path) -> dict[str, object]:
+    report: dict[str, object] = {"server": label, "loads": loads, "bombs": [], "idle": None}
     if not only or "bombs" in only:
         report["bombs"] = run_bombs(src, logs)
         for bomb in report["bombs"]:  # type: ignore[attr-defined]
@@ -482,11 +492,12 @@ def main() -> int:
 
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"digitrec-overload-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
-    reports = [run_all("this", None, args.only, args.seconds, args.rss_guard_mb, images, logs)]
+    servers: list[tuple[str, str | None, Path]] = [("this", None, logs)]
     if args.compare_src:
         (logs / "other").mkdir(exist_ok=True)
-        reports.append(run_all("other", args.compare_src, args.only, args.seconds, args.rss_guard_mb, images,
-                               logs / "other"))
+        servers.append(("other", args.compare_src, logs / "other"))
+    loads = run_loads(servers, args.only, args.seconds, args.rss_guard_mb, images)
+    reports = [run_all(label, src, args.only, loads[label], server_logs) for label, src, server_logs in servers]
     print("\ngoals (this server):")
     print("\n".join(verdicts(reports[0])))
     print(f"\nload average {os.getloadavg()[0]:.1f} after the run; server logs in {logs}")
