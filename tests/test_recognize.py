@@ -303,3 +303,38 @@ def test_a_non_digit_cut_into_ones_is_strokes(whole_not_digit: float, pieces: li
     scores = scores_of([(0, 0.5, whole_not_digit), *pieces])
     thresholds = Thresholds(not_digit=0.79, low_confidence=0.94)
     assert strokes_read_as_ones(scores, 0, list(range(1, len(pieces) + 1)), thresholds) is rejected
+
+
+class BarClassifier:
+    """A stand-in classifier with a not-a-digit output: a crop whose ink is one upright bar (its columns
+    span under 5 of 28) is a sure 1; anything else is not a digit."""
+
+    source = None
+
+    def predict_scores(self, images: np.ndarray):
+        from digitrec.runtime import Scores
+
+        probabilities = np.full((len(images), 10), 0.1, np.float32)
+        not_digit = np.ones(len(images), np.float32)
+        for index, image in enumerate(images):
+            columns = np.flatnonzero((image > 0.3).any(axis=0))
+            if columns.size and columns[-1] - columns[0] < 5:
+                probabilities[index] = 0.001
+                probabilities[index, 1] = 0.991
+                not_digit[index] = 0.0
+        return Scores(probabilities, not_digit)
+
+
+def test_two_ones_touching_in_a_narrow_group_are_cut_when_rejected_whole() -> None:
+    """"11" written touching is narrower than most single digits (under SPLIT_ASPECT x its height), so it
+    was never cut; read whole it is not a digit, and the answer was "not a digit". Cut after all: "11"."""
+    page = np.full((120, 120), 255, np.uint8)
+    page[20:100, 50:56] = 0
+    page[20:100, 72:78] = 0
+    page[55:59, 56:72] = 0  # the two 1s touch
+    result = recognize(png_bytes(page), BarClassifier(), "auto")
+    assert result.number == "11" and len(result.digits) == 2
+    word = page.copy()
+    word[20:26, 56:72] = 0  # an "H"-like mark, rejected whole, whose cut pieces are not sure 1s: stays rejected
+    word[94:100, 30:100] = 0
+    assert recognize(png_bytes(word), BarClassifier(), "auto").digits == ()

@@ -24,7 +24,7 @@ import numpy as np
 
 from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
 from digitrec.preprocess import InkMap, find_ink, render_digit
-from digitrec.runtime import Classifier, Thresholds, classify, decision_thresholds
+from digitrec.runtime import Classifier, Scores, Thresholds, classify, decision_thresholds
 from digitrec.segment import Group, Segmentation, group_mask, merge_groups, segment_ink, split_group
 from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces
 
@@ -59,6 +59,7 @@ FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
 WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
+RECUT_ASPECT = 0.3  # a group the model rejects whole is cut from this (x its height): "11" written touching
 MIN_ONES = 3  # a lone non-digit cut into this many pieces or more, all but one read as 1s, is strokes
 ABSORB_SHAPE = 0.3  # a piece whose shape penalties (log units) exceed this is no confident digit for `absorbed`
 ABSORB_COST = 0.5  # a piece that absorbed a confident neighbour (`absorbed`) pays this (log units)
@@ -178,13 +179,14 @@ class Choice:
 
 
 def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: int,
-               strokes: list[int] | None = None) -> tuple[list[Piece], int]:
-    """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups are one piece.
+               strokes: list[int] | None = None, min_aspect: float = SPLIT_ASPECT) -> tuple[list[Piece], int]:
+    """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups (cut False, or no wider
+    than `min_aspect` x its height) are one piece.
 
     strokes: if given, filled with the number of strokes (runs of ink) each node's cut crosses (0 for the
     group's edges)."""
     x, y, w, h = group.box
-    if not cut or w <= SPLIT_ASPECT * h or max_cuts <= 0:
+    if not cut or w <= min_aspect * h or max_cuts <= 0:
         if strokes is not None:
             strokes[:] = [0, 0]
         return [Piece(0, 1, group)], 2
@@ -257,6 +259,13 @@ def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, c
             and scores.not_digit[0] < PIECE_NOT_DIGIT * thresholds.not_digit:
         return rendered, scores
     return None
+
+
+def sure_digit(scores: Any, at: int, thresholds: Thresholds) -> bool:
+    """Whether crop `at` of the batch is a confident digit: over the low-confidence threshold, and a
+    not-a-digit score under PIECE_NOT_DIGIT of the model's threshold."""
+    return bool(float(scores.probabilities[at].max()) >= thresholds.low_confidence
+                and scores.not_digit[at] < PIECE_NOT_DIGIT * thresholds.not_digit)
 
 
 def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
@@ -343,6 +352,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     # its crops in one more batch (two calls for that image).
     alone = confident_alone(grey, ink, segmentation, classifier, thresholds, every[0]) \
         if mode != "digit" and len(every) == 1 else None
+    recut: set[int] = set()  # ids of the piece lists of groups cut only because the model rejected them whole
     if alone is not None:
         rendered, scores = alone
         crops, heights, plans, whole, merge_option = [every[0]], [every[0].box[3]], [([Piece(0, 1, every[0])], 2)], \
@@ -370,6 +380,10 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             heights.append(whole.box[3])
         rendered = [render_piece(grey, ink, segmentation, crop) for crop in crops]
         scores = classify(classifier, np.stack([image for image, _ in rendered]))
+        if mode != "digit":
+            crops, heights, rendered, scores, recut = recut_rejected(grey, ink, segmentation, classifier, thresholds,
+                                                              every, plans, strokes, crops, heights, rendered,
+                                                              scores)
     score = piece_scores(crops, heights, scores.probabilities, scores.not_digit)
     offset = 0
     for (pieces, _), crossed in zip(plans, strokes, strict=True):
@@ -391,6 +405,11 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             taken, best, second = best_readings(pieces, score[start : start + len(pieces)], nodes, DIGIT_COST)
             if not taken:  # cannot happen (the whole group is always a piece); read it whole
                 taken, best, second = [len(pieces) - 1], 0.0, -math.inf
+            if id(pieces) in recut and len(taken) > 1 and not all(
+                    sure_digit(scores, start + index, thresholds) for index in taken):
+                # cut only because the model rejected it whole: its pieces must each be a sure digit
+                uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
+                taken, second = [uncut], -math.inf
             # A lone group's pieces must not outvote it; in a row of several, the row's whole is checked below
             # (dropping one group of a number would answer a wrong number, not a rejection).
             if len(taken) > 1 and mode != "digit" and len(every) == 1:
@@ -449,6 +468,51 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             count += len(row)
     return assemble(kept, scores.probabilities, scores.not_digit, rendered, ink, grey, mode, thresholds,
                     certainty, several and mode == "digit", truncated, steps)
+
+
+def recut_rejected(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, classifier: Classifier,
+                   thresholds: Thresholds, groups: list[Group], plans: list[tuple[list[Piece], int]],
+                   strokes: list[list[int]], crops: list[Group], heights: list[int],
+                   rendered: list[tuple[np.ndarray, dict[str, Any]]], scores: Any) -> tuple[Any, ...]:
+    """Groups left uncut as too narrow for two digits, which the model rejects read whole, are cut after
+    all (from RECUT_ASPECT x their height): digits written close enough to touch, "11", are narrower than
+    most single digits. `plans` and `strokes` are updated in place; the new pieces are classified in a
+    second batch (only images with such a group pay for it). -> (crops, heights, rendered, scores, the ids
+    of the recut groups' piece lists), the whole-ink crop (if any) still last."""
+    firsts = np.cumsum([0] + [len(pieces) for pieces, _ in plans])
+    redo = [index for index, group in enumerate(groups)
+            if len(plans[index][0]) == 1 and scores.not_digit[firsts[index]] >= thresholds.not_digit
+            and group.box[2] > RECUT_ASPECT * group.box[3]]
+    if not redo:
+        return crops, heights, rendered, scores, set()
+    for index in redo:
+        _, _, w, h = groups[index].box
+        strokes[index] = []
+        plans[index] = plan_group(segmentation, groups[index], True, round(4 * w / max(1, h)) + 2, strokes[index],
+                                  RECUT_ASPECT)
+    known = {id(crop): at for at, crop in enumerate(crops)}
+    extra = [crop for crop in crops[firsts[-1]:]]  # the whole-ink crop, if any
+    new_crops = [piece.group for pieces, _ in plans for piece in pieces] + extra
+    new_heights = [group.box[3] for group, (pieces, _) in zip(groups, plans, strict=True) for _ in pieces] \
+        + heights[firsts[-1]:]
+    fresh = [crop for crop in new_crops if id(crop) not in known]
+    fresh_rendered = [render_piece(grey, ink, segmentation, crop) for crop in fresh]
+    fresh_scores = classify(classifier, np.stack([image for image, _ in fresh_rendered]))
+    at_fresh = {id(crop): at for at, crop in enumerate(fresh)}
+    probabilities, not_digit, new_rendered = [], [], []
+    for crop in new_crops:
+        if id(crop) in known:
+            at = known[id(crop)]
+            probabilities.append(scores.probabilities[at])
+            not_digit.append(scores.not_digit[at])
+            new_rendered.append(rendered[at])
+        else:
+            at = at_fresh[id(crop)]
+            probabilities.append(fresh_scores.probabilities[at])
+            not_digit.append(fresh_scores.not_digit[at])
+            new_rendered.append(fresh_rendered[at])
+    return (new_crops, new_heights, new_rendered, Scores(np.stack(probabilities), np.array(not_digit, np.float32)),
+            {id(plans[index][0]) for index in redo})
 
 
 def cap_rows(rows: tuple[tuple[Group, ...], ...]) -> tuple[list[tuple[Group, ...]], bool]:
