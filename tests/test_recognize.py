@@ -338,3 +338,23 @@ def test_two_ones_touching_in_a_narrow_group_are_cut_when_rejected_whole() -> No
     word[20:26, 56:72] = 0  # an "H"-like mark, rejected whole, whose cut pieces are not sure 1s: stays rejected
     word[94:100, 30:100] = 0
     assert recognize(png_bytes(word), BarClassifier(), "auto").digits == ()
+
+
+@pytest.mark.parametrize(
+    ("whole_not_digit", "boxes", "digits", "rejected"),
+    [(0.95, [(0, 0, 24, 18), (22, 0, 26, 20)], [0, 0], True),  # an infinity sign's flat loops: "00"
+     (0.95, [(0, 0, 16, 22), (15, 0, 17, 22)], [0, 0], False),  # "00" written touching: taller than wide
+     (0.30, [(0, 0, 24, 18), (22, 0, 26, 20)], [0, 0], False),  # the whole may be digits
+     (0.95, [(0, 0, 24, 18), (22, 0, 26, 20)], [0, 7], False)],  # not all 0s
+    ids=["infinity", "touching-00", "whole-digits", "not-zeros"],
+)
+def test_a_non_digit_cut_into_flat_zeros_is_loops(whole_not_digit: float, boxes: list, digits: list,
+                                                  rejected: bool) -> None:
+    from digitrec.recognize import loops_read_as_zeros
+    from digitrec.runtime import Thresholds
+    from digitrec.segment import Group
+
+    scores = scores_of([(0, 0.5, whole_not_digit), *[(digit, 0.99, 0.05) for digit in digits]])
+    thresholds = Thresholds(not_digit=0.79, low_confidence=0.94)
+    pieces = [Group((1,), box) for box in boxes]
+    assert loops_read_as_zeros(scores, 0, [1, 2], pieces, thresholds) is rejected

@@ -60,6 +60,7 @@ WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
 RECUT_ASPECT = 0.3  # a group the model rejects whole is cut from this (x its height): "11" written touching
+FLAT_ZERO = 1.1  # a lone non-digit cut into 0s each this much wider than tall is a sign's loops (infinity)
 MIN_ONES = 3  # a lone non-digit cut into this many pieces or more, all but one read as 1s, is strokes
 ABSORB_SHAPE = 0.3  # a piece whose shape penalties (log units) exceed this is no confident digit for `absorbed`
 ABSORB_COST = 0.5  # a piece that absorbed a confident neighbour (`absorbed`) pays this (log units)
@@ -295,6 +296,18 @@ def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Th
     return ones >= len(chosen) - 1
 
 
+def loops_read_as_zeros(scores: Any, at: int, chosen: list[int], pieces: list[Group], thresholds: Thresholds) -> bool:
+    """Whether a lone group's cut reading is a sign's loops, each read as a 0: the whole (row `at` of the
+    batch) is not a digit, and every piece is a 0 at least FLAT_ZERO times as wide as it is tall (an
+    infinity sign's flat loops read as "00"; a written 0 is taller than wide, and 0s touching stay "00").
+    """
+    if len(chosen) < 2 or scores.not_digit[at] < thresholds.not_digit:
+        return False
+    zeros = scores.probabilities[chosen].argmax(axis=1) == 0
+    flat = [piece.box[2] >= FLAT_ZERO * piece.box[3] for piece in pieces]
+    return bool(zeros.all() and all(flat))
+
+
 def mostly_not_digits(kept: list[int], rejected: int, scores: Any, thresholds: Thresholds) -> bool:
     """Whether a reading is too doubtful to be a number: the crops `kept` (rows of the batch) passed the
     not-a-digit threshold, `rejected` others of the same reading did not.
@@ -415,7 +428,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             if len(taken) > 1 and mode != "digit" and len(every) == 1:
                 uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
                 if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds) \
-                        or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds):
+                        or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds) \
+                        or loops_read_as_zeros(scores, start + uncut, [start + index for index in taken],
+                                               [pieces[index].group for index in taken], thresholds):
                     outvoted += 1
                     start += len(pieces)
                     continue
