@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from digitrec.frames import remove_frames
 from digitrec.preprocess import MAX_WRITING_SHARE, InkMap, stroke_width
 
 MAX_COMPONENTS = 400  # bound the work on noise: only the largest components are considered
@@ -328,11 +329,13 @@ def segment_ink(ink: InkMap) -> Segmentation:
     empty = Segmentation(np.zeros(ink.mask.shape, np.int32), (), 0, 0)
     if not ink.mask.any() or ink.mask.mean() > MAX_INK_FRACTION:
         return empty
-    # 1. ruled lines
-    mask, lines = remove_ruled_lines(ink.mask, ink.contrast)
+    # 1. printed frames (a form's boxes), ruled lines
+    mask, frames = remove_frames(ink.mask)
+    mask, lines = remove_ruled_lines(mask, ink.contrast)
     if lines:
         mask, columns = remove_grid_columns(mask)
         lines += columns
+    lines += frames
     # 2. components; specks; paper edges
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
