@@ -58,7 +58,8 @@ FRAGMENT_COST = 4.0  # ... paying this much per unit short of it
 # do not outvote it unless each is a confident digit (not_digit under this fraction of the model's threshold):
 WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
-SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut
+SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut ...
+ALONE_NOT_DIGIT = 0.1  # ... when its not-a-digit score is under this fraction of the model's threshold
 RECUT_ASPECT = 0.3  # a group the model rejects whole is cut from this (x its height): "11" written touching
 FLAT_ZERO = 1.1  # a lone non-digit cut into 0s each this much wider than tall is a sign's loops (infinity)
 MIN_ONES = 3  # a lone non-digit cut into this many pieces or more, all but one read as 1s, is strokes
@@ -257,7 +258,7 @@ def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, c
     rendered = [render_piece(grey, ink, segmentation, group)]
     scores = classify(classifier, np.stack([rendered[0][0]]))
     if float(scores.probabilities[0].max()) >= thresholds.low_confidence \
-            and scores.not_digit[0] < PIECE_NOT_DIGIT * thresholds.not_digit:
+            and scores.not_digit[0] < ALONE_NOT_DIGIT * thresholds.not_digit:
         return rendered, scores
     return None
 
