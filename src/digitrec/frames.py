@@ -24,7 +24,7 @@ SIDE_BAND = 0.15  # ... lying within 15% of that edge of the frame's box
 SEPARATOR_SPAN = 0.95  # a comb's separator runs from its top side to its bottom side, all but straight
 SLENDERNESS = 6  # ... and at least 6 times longer than it is thick
 TILT = 0.03  # a side may drift this much (x its length) off the straight: a scan or a photo slightly turned
-MAX_FILL = 0.45  # a frame is hollow: its ink (sides and what is written in it) fills under 45% of its box
+MAX_FILL = 0.5  # a frame is hollow: its ink (sides and what is written in it) fills under half its box
 MAX_CANDIDATES = 50  # bound the work: only the largest components can be frames
 MAX_CROSSING = 3.0  # a stroke crosses a side in at most this many of its stroke widths
 SLIVER_SHARE = 0.8  # a piece left with this much of its ink hugging a removed side is the side's fringe
@@ -62,6 +62,15 @@ def separators(upright: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
     return kept
 
 
+def first_runs(band: np.ndarray) -> np.ndarray:
+    """(n, k) bool, read down each column -> the length of each non-empty column's first run of True."""
+    first = band.argmax(axis=0)
+    rows = np.arange(band.shape[0])[:, None]
+    gaps = (rows >= first) & ~band
+    end = np.where(gaps.any(axis=0), gaps.argmax(axis=0), band.shape[0])
+    return (end - first)[band.any(axis=0)]
+
+
 def frame_pixels(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(h, w) uint8 piece (one component in its box) -> the frame's (horizontal, upright) pixels, or None
     when it is no frame."""
@@ -79,16 +88,13 @@ def frame_pixels(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     inner[:, :band_columns] = False
     inner[:, -band_columns:] = False
     upright[:, band_columns:-band_columns] = False
-    rows, columns = horizontal.any(axis=1), upright.any(axis=0)
     # Each side present, and slender: a printed line is far longer than thick, a bold digit's straightest
-    # stretch is not. Its thickness: its run's pixels across the band, column by column (row by row for the
-    # upright sides), the median so that a digit touching the side does not count.
-    sides = ((rows[:band_rows], horizontal[:band_rows].sum(axis=0), width),
-             (rows[-band_rows:], horizontal[-band_rows:].sum(axis=0), width),
-             (columns[:band_columns], upright[:, :band_columns].sum(axis=1), height),
-             (columns[-band_columns:], upright[:, -band_columns:].sum(axis=1), height))
-    for present, across, extent in sides:
-        if not present.any() or np.median(across[across > 0]) > SIDE_SPAN * extent / SLENDERNESS:
+    # stretch is not. Its thickness: the first run of its pixels met coming in from the outside, column by
+    # column (row by row for the upright sides); the median, so that a digit touching the side does not count.
+    sides = ((horizontal[:band_rows], width), (horizontal[-band_rows:][::-1], width),
+             (upright[:, :band_columns].T, height), (upright[:, -band_columns:][:, ::-1].T, height))
+    for band, extent in sides:
+        if not band.any() or np.median(first_runs(band)) > SIDE_SPAN * extent / SLENDERNESS:
             return None
     return horizontal, upright | separators(inner, horizontal)
 
