@@ -131,6 +131,26 @@ def test_a_stuck_event_loop_fails_its_probes(blocking_server: str, monkeypatch: 
     assert waited > 0.2
 
 
+def test_a_bug_in_the_fast_path_leaves_the_port_working(live_server: str, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    calls = []
+
+    def broken_once(peeked: bytes) -> tuple[int, bool, bool] | None:
+        calls.append(peeked)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return health_request(peeked)
+
+    monkeypatch.setattr(acceptor, "health_request", broken_once)
+    port = int(live_server.rsplit(":", 1)[1])
+    for _ in range(2):  # the first meets the bug (uvicorn answers it), the second the thread
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            answer = exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"ok"}')
+    assert len(calls) == 2
+    assert "handed to the event loop" in caplog.text
+
+
 def test_a_keep_alive_connection_goes_on_to_uvicorn_after_a_probe(live_server: str) -> None:
     port = int(live_server.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

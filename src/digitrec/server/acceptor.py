@@ -106,7 +106,8 @@ class Acceptor:
         listener.setblocking(False)
         self._wake_read, self._wake_write = socket.socketpair()
         self._stopping = False
-        self._last_out_of_files_log = 0.0
+        self._paused_until = 0.0  # out of file descriptors: not accepting until then
+        self._last_out_of_files_log = self._last_error_log = 0.0
         self._thread = threading.Thread(target=self._run, name="digitrec-accept", daemon=True)
         self._thread.start()
 
@@ -123,38 +124,47 @@ class Acceptor:
         selector.register(self.listener, selectors.EVENT_READ, "accept")
         selector.register(self._wake_read, selectors.EVENT_READ, "stop")
         waiting: dict[socket.socket, float] = {}  # accepted, first bytes not yet in -> when to give up on them
-        paused_until = 0.0
+        last_error_log = 0.0
         try:
             while not self._stopping:
-                now = time.monotonic()
-                if paused_until and now >= paused_until:
-                    paused_until = 0.0
-                    selector.register(self.listener, selectors.EVENT_READ, "accept")
-                wake = min([*waiting.values(), *([paused_until] if paused_until else [])], default=None)
-                for key, _ in selector.select(None if wake is None else max(0.0, wake - now)):
-                    if key.data == "stop":
+                try:
+                    if self._turn(selector, waiting):
                         return
-                    if key.data == "accept":
-                        if not self._accept_burst(selector, waiting):
-                            selector.unregister(self.listener)
-                            paused_until = time.monotonic() + OUT_OF_FILES_PAUSE_S
-                        continue
-                    connection = key.fileobj
-                    selector.unregister(connection)
-                    del waiting[connection]  # type: ignore[arg-type]
-                    self._first_look(connection, selector, waiting, waited=True)  # type: ignore[arg-type]
-                now = time.monotonic()
-                for connection in [each for each, give_up in waiting.items() if give_up <= now]:
-                    selector.unregister(connection)
-                    del waiting[connection]
-                    self._hand_over(connection)
-        except Exception:  # a bug here would leave the port deaf: say so loudly
-            log.exception("the accepting thread stopped")
-            raise
+                except Exception:  # a bug here must not leave the port deaf: log it (now and then), go on
+                    if time.monotonic() - last_error_log > OUT_OF_FILES_LOG_EVERY_S:
+                        last_error_log = time.monotonic()
+                        log.exception("error in the accepting thread; it goes on")
+                    time.sleep(OUT_OF_FILES_PAUSE_S)
         finally:
             for connection in waiting:
                 connection.close()
             selector.close()
+
+    def _turn(self, selector: selectors.BaseSelector, waiting: dict[socket.socket, float]) -> bool:
+        """Wait for connections or first bytes, and deal with them; True when asked to stop."""
+        now = time.monotonic()
+        if self._paused_until and now >= self._paused_until:
+            self._paused_until = 0.0
+            selector.register(self.listener, selectors.EVENT_READ, "accept")
+        wake = min([*waiting.values(), *([self._paused_until] if self._paused_until else [])], default=None)
+        for key, _ in selector.select(None if wake is None else max(0.0, wake - now)):
+            if key.data == "stop":
+                return True
+            if key.data == "accept":
+                if not self._accept_burst(selector, waiting):
+                    selector.unregister(self.listener)
+                    self._paused_until = time.monotonic() + OUT_OF_FILES_PAUSE_S
+                continue
+            connection = key.fileobj
+            selector.unregister(connection)
+            del waiting[connection]  # type: ignore[arg-type]
+            self._first_look(connection, selector, waiting, waited=True)  # type: ignore[arg-type]
+        now = time.monotonic()
+        for connection in [each for each, give_up in waiting.items() if give_up <= now]:
+            selector.unregister(connection)
+            del waiting[connection]
+            self._hand_over(connection)
+        return False
 
     def _accept_burst(self, selector: selectors.BaseSelector, waiting: dict[socket.socket, float]) -> bool:
         """Accept what is waiting (up to ACCEPT_BURST); False when out of file descriptors."""
@@ -180,6 +190,19 @@ class Acceptor:
 
     def _first_look(self, connection: socket.socket, selector: selectors.BaseSelector,
                     waiting: dict[socket.socket, float], *, waited: bool) -> None:
+        try:
+            self._look(connection, selector, waiting, waited=waited)
+        except Exception:  # a bug in the fast path: uvicorn serves this one, and the thread goes on
+            if time.monotonic() - self._last_error_log > OUT_OF_FILES_LOG_EVERY_S:
+                self._last_error_log = time.monotonic()
+                log.exception("error looking at a new connection; handed to the event loop")
+            if connection in waiting:
+                del waiting[connection]
+                selector.unregister(connection)
+            self._hand_over(connection)
+
+    def _look(self, connection: socket.socket, selector: selectors.BaseSelector,
+              waiting: dict[socket.socket, float], *, waited: bool) -> None:
         try:
             peeked = connection.recv(PEEK_BYTES, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
