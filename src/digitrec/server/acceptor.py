@@ -265,8 +265,10 @@ class HealthFirstServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
 
         def protocol_factory() -> asyncio.Protocol:
-            return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
-                                                   app_state=self.lifespan.state, _loop=loop)
+            # As uvicorn's own factory (Server.startup); its protocol classes are typed as asyncio.Protocol.
+            return self.config.http_protocol_class(config=self.config,  # type: ignore[call-arg]
+                                                   server_state=self.server_state, app_state=self.lifespan.state,
+                                                   _loop=loop)
 
         self.listeners = listeners
         self.last_tick = time.monotonic()
