@@ -219,6 +219,9 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
                 response = client.post("/api/v1/feedback", data={"label": str(int(labels[i])), "mode": "digit"},
                                        files={"file": ("d.jpg", images[i], "application/octet-stream")})
                 response.raise_for_status()
+        # The base model's reading again, by this server: the reading code is whatever the tree held when the
+        # server started, and others edit it during a session, so before and after must come from one process.
+        base_read = read_all(server.base, evaluation[0]) if args.same_server_before else None
         before_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         command = [*DIGITREC, "finetune", "--store", str(folder / "store.db"), "--models-dir", str(folder / "models"),
@@ -235,7 +238,12 @@ def one_run(n: int, stream: tuple[list[bytes], np.ndarray], stream_read: list[in
         after = None if read is None else [digit for digit, _ in read]
     finally:
         server.stop()
+    same_server = None if base_read is None else {
+        "writer_error_before": error_rate([digit for digit, _ in base_read], evaluation[1]),
+        "writer_misread_before": misread_rate([digit for digit, _ in base_read], evaluation[1]),
+        "writer_errors_before": error_kinds(base_read, evaluation[1])}
     return {"n": n, "folder": str(folder), "promoted": promoted, "exit_code": done.returncode,
+            "before_same_server": same_server,
             "finetune_wall_s": round(seconds, 1),
             "finetune_cpu_s": round(cpu, 1), "swap_s": None if swap_s is None else round(swap_s, 2),
             "writer_error_after": None if after is None else error_rate(after, evaluation[1]),
@@ -323,6 +331,9 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST (default: SHARED/mnist)")
     parser.add_argument("--swap-seconds", type=float, default=30.0, help="length of the swap-under-load run")
+    parser.add_argument("--same-server-before", action="store_true",
+                        help="also read the other digits with the base model in each run's own server, before"
+                             " its fine-tune (the same reading code as after, even if the tree changes meanwhile)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--cache-dir", type=Path, help="keep the base model's readings here for the next run"
                         " (valid only while the bundled model is the same)")
@@ -392,6 +403,12 @@ def main() -> int:
               f" {f.get('held_out_after', float('nan')):.3f} | {run['outcome']}"
               f" | {run['finetune_wall_s']} / {run['finetune_cpu_s']} | {kinds(before_errors)} ->"
               f" {kinds(run['writer_errors_after']) if run['writer_errors_after'] else '-'} |")
+    for run in sorted(runs, key=lambda run: run["n"]):
+        same = run.get("before_same_server")
+        if same and run["writer_error_after"] is not None:
+            print(f"N={run['n']}: before, read by the run's own server: {100 * same['writer_error_before']:.2f}%"
+                  f" ({kinds(same['writer_errors_before'])}) -> after {100 * run['writer_error_after']:.2f}%"
+                  f" ({same['writer_error_before'] / max(run['writer_error_after'], 1e-9):.1f}x)")
     if swap:
         print(f"\nhot swap under load: {swap['requests']} requests, {swap['failed']} failed, {swap['swaps']} swaps"
               f" (each served within {swap['swap_seconds_max']} s), p50 {swap['p50_ms']} ms, p99 {swap['p99_ms']} ms,"
