@@ -269,8 +269,9 @@ def aspect(image: np.ndarray) -> float:
      ((1, 0.60, 0.05), 1, False),  # the left piece is no sure digit: nothing to explain away
      ((1, 0.99, 0.60), 1, False),  # ... nor a piece the model half doubts is a digit
      ((1, 0.99, 0.05), 2, False),  # the cut crosses two strokes: it took the edge off one digit
-     ((0, 0.99, 0.05), 1, False)],  # both pieces read as the whole's digit: not a digit beside it
-    ids=["touching-1", "unsure-piece", "doubted-piece", "two-strokes", "same-digits"],
+     ((0, 0.99, 0.05), 1, False),  # both pieces read as the whole's digit: not a digit beside it
+     ((6, 0.99, 0.05), 1, False)],  # the rest is no 1: a digit's edge read as a 6 beside its 0
+    ids=["touching-1", "unsure-piece", "doubted-piece", "two-strokes", "same-digits", "not-a-1"],
 )
 def test_a_crop_that_swallowed_a_touching_digit_is_marked(left: tuple, strokes: int, whole_absorbed: bool) -> None:
     from digitrec.recognize import absorbed
