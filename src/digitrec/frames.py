@@ -20,8 +20,7 @@ from digitrec.preprocess import stroke_width
 
 MIN_SIDE = 20  # analysis pixels: a frame smaller than this holds nothing legible
 SIDE_SPAN = 0.8  # each side is one straight run over 80% of the frame's width (or height) ...
-SIDE_BAND = 0.15  # ... lying within 15% of that edge of the frame's box
-SEPARATOR_SPAN = 0.95  # a comb's separator runs from its top side to its bottom side, all but straight
+SIDE_BAND = 0.15  # ... lying within 15% of that edge of the frame's box ...
 SLENDERNESS = 6  # ... and at least 6 times longer than it is thick
 TILT = 0.03  # a side may drift this much (x its length) off the straight: a scan or a photo slightly turned
 MAX_FILL = 0.5  # a frame is hollow: its ink (sides and what is written in it) fills under half its box
@@ -30,11 +29,11 @@ MAX_CROSSING = 3.0  # a stroke crosses a side in at most this many of its stroke
 SLIVER_SHARE = 0.8  # a piece left with this much of its ink hugging a removed side is the side's fringe
 
 
-def straight_runs(piece: np.ndarray, along: int, span: float = SIDE_SPAN) -> np.ndarray:
+def straight_runs(piece: np.ndarray, along: int) -> np.ndarray:
     """(h, w) uint8 piece -> its pixels on straight runs along axis `along` (1: horizontal, 0: upright) that
-    span `span` of the piece's extent that way, allowing TILT of drift."""
+    span SIDE_SPAN of the piece's extent that way, allowing TILT of drift."""
     extent = piece.shape[along]
-    length = max(3, round(span * extent))
+    length = max(3, round(SIDE_SPAN * extent))
     slack = 2 * max(1, round(TILT * extent)) + 1
     if along == 1:
         run, spread = (length, 1), (1, slack)
