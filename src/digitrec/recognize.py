@@ -284,8 +284,7 @@ def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds:
     _, _, width, height = whole.box
     if len(chosen) < 2 or width > WHOLE_ASPECT * height or scores.not_digit[at] < thresholds.not_digit:
         return False
-    return not all(float(scores.probabilities[index].max()) >= thresholds.low_confidence
-                   and scores.not_digit[index] < PIECE_NOT_DIGIT * thresholds.not_digit for index in chosen)
+    return not all(sure_digit(scores, index, thresholds) for index in chosen)
 
 
 def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
