@@ -2,6 +2,7 @@
 calibration and risk-coverage, for the original bundled model and the new one, in one table.
 
     .venv/bin/python benchmarks/trust.py --old /tmp/old_bundle [--new BUNDLE] [--n 400] [--plot docs/x.png]
+    .venv/bin/python benchmarks/trust.py --n 100 --seed 11 --only non-digits   # a quick look, bundled model only
     .venv/bin/python benchmarks/trust.py --old /tmp/old_bundle --choose-threshold   # writes model.json
 
 Everything here is drawn from sources the new model never trained on: USPS digits (other writers, the
@@ -233,6 +234,7 @@ def accepted_confidence(has_ink: np.ndarray, probabilities: np.ndarray, not_digi
     return np.where(has_ink & (not_digit < not_digit_threshold), confidence, -1.0)
 
 
+SECTIONS = ("non-digits", "real digits", "styles", "touching", "two rows")
 MAX_FALSE_REJECTION = 0.004  # the not-a-digit threshold may reject at most this share of the chosen-on half
 
 
@@ -279,7 +281,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=REPO / ".." / "shared", help="shared data (default: ../shared)")
-    parser.add_argument("--old", type=Path, required=True, help="the original bundle (e.g. from git e3c744d)")
+    parser.add_argument("--old", type=Path, default=None,
+                        help="the original bundle (e.g. from git e3c744d; default: none, only --new is read)")
     parser.add_argument("--new", type=Path, default=REPO / "src/digitrec/assets/default_model",
                         help="the new bundle (default: the bundled model)")
     parser.add_argument("--extra", type=Path, default=None,
@@ -291,6 +294,8 @@ def main() -> int:
                              " 0-3644 and write them to its model.json, then stop")
     parser.add_argument("--plot", type=Path, default=None, help="write the risk-coverage plot here (default: none)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these sections (default: all): a quick look while changing the reading")
     args = parser.parse_args()
 
     images, labels = load_usps(args.shared)
@@ -300,7 +305,7 @@ def main() -> int:
         choose_thresholds(new, images[:half], labels[:half], args)
         return 0
 
-    readers = [Reader("original", args.old), new]
+    readers = ([Reader("original", args.old)] if args.old is not None else []) + [new]
     if args.extra is not None:
         readers.append(Reader(args.extra.name, args.extra))
     report_images, report_labels = images[half:], labels[half:]
@@ -314,81 +319,88 @@ def main() -> int:
         print(f"  {name}: {rows[-1][1]}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
+    curves = {}
     # 1. non-digits
-    cases = non_digits(args.n, args.seed + 2)
-    greys = [grey_of(d) for d, _ in cases]
-    results = {r.name: [r.read(d) for d, _ in cases] for r in readers}
-    add("non-digits rejected (pipeline: no digit answered)", [np.mean([rejected(x) for x in results[r.name]])
-                                                              for r in readers])
-    add("non-digits rejected or flagged unsure (pipeline)", [np.mean([flagged(x) for x in results[r.name]])
-                                                             for r in readers])
-    model_rejected = []
-    for reader in readers:
-        has_ink, _, not_digit = reader.crop_scores(greys)
-        model_rejected.append(float(np.mean(~has_ink | (not_digit >= reader.thresholds.not_digit))))
-    add("non-digits rejected (model: not_digit >= threshold, or no ink)", model_rejected)
-    for family in sorted({f for _, f in cases}):
-        pick = [i for i, (_, f) in enumerate(cases) if f == family]
-        add(f"  {family} rejected (pipeline)", [np.mean([rejected(results[r.name][i]) for i in pick]) for r in readers])
+    if "non-digits" in args.only:
+        cases = non_digits(args.n, args.seed + 2)
+        greys = [grey_of(d) for d, _ in cases]
+        results = {r.name: [r.read(d) for d, _ in cases] for r in readers}
+        add("non-digits rejected (pipeline: no digit answered)", [np.mean([rejected(x) for x in results[r.name]])
+                                                                  for r in readers])
+        add("non-digits rejected or flagged unsure (pipeline)", [np.mean([flagged(x) for x in results[r.name]])
+                                                                 for r in readers])
+        model_rejected = []
+        for reader in readers:
+            has_ink, _, not_digit = reader.crop_scores(greys)
+            model_rejected.append(float(np.mean(~has_ink | (not_digit >= reader.thresholds.not_digit))))
+        add("non-digits rejected (model: not_digit >= threshold, or no ink)", model_rejected)
+        for family in sorted({f for _, f in cases}):
+            pick = [i for i, (_, f) in enumerate(cases) if f == family]
+            add(f"  {family} rejected (pipeline)",
+                [np.mean([rejected(results[r.name][i]) for i in pick]) for r in readers])
 
     # 2. real digits: false rejections, calibration, risk-coverage
-    cases = usps_digits(report_images, report_labels, 2 * args.n, args.seed + 3)
-    truths = np.array([int(t) for _, t in cases])
-    greys = [grey_of(d) for d, _ in cases]
-    results = {r.name: [r.read(d) for d, _ in cases] for r in readers}
-    add("real digits (USPS) falsely rejected (pipeline)", [np.mean([rejected(x) for x in results[r.name]])
-                                                           for r in readers])
-    add("real digits (USPS) read right (pipeline)", [np.mean([x.number == str(t) for x, t in
-                                                              zip(results[r.name], truths, strict=True)])
-                                                     for r in readers])
-    curves = {}
-    ece_before, ece_after, false_model, at_risk, at_coverage, pipe_risk, pipe_coverage = [], [], [], [], [], [], []
-    for reader in readers:
-        has_ink, probs_raw, _ = reader.crop_scores(greys, temperature=1.0)
-        _, probabilities, not_digit = reader.crop_scores(greys)
-        correct = has_ink & (probabilities.argmax(1) == truths)
-        ece_before.append(expected_calibration_error(probs_raw.max(1)[has_ink], correct[has_ink]))
-        ece_after.append(expected_calibration_error(probabilities.max(1)[has_ink], correct[has_ink]))
-        false_model.append(float(np.mean(has_ink & (not_digit >= reader.thresholds.not_digit))))
-        confidence = accepted_confidence(has_ink, probabilities, not_digit, reader.thresholds.not_digit)
-        curves[reader.name] = (risk_coverage(confidence, correct), reader.thresholds.low_confidence)
-        coverage, risk = curves[reader.name][0].at(reader.thresholds.low_confidence)
-        at_coverage.append(coverage)
-        at_risk.append(risk)
-        answered = [x for x in results[reader.name] if x.digits and not flagged(x)]
-        pipe_coverage.append(len(answered) / len(cases))
-        pipe_risk.append(float(np.mean([x.number != str(t) for x, t in zip(results[reader.name], truths, strict=True)
-                                        if x.digits and not flagged(x)])) if answered else 0.0)
-    add("real digits falsely rejected (model: not_digit >= threshold)", false_model)
-    add("ECE, digit confidence on USPS, uncalibrated (T=1)", ece_before, "{:.4f}")
-    add("ECE, digit confidence on USPS, calibrated (model.json T)", ece_after, "{:.4f}")
-    add("low-confidence threshold (model.json)", [r.thresholds.low_confidence for r in readers], "{:.3f}")
-    add("error among accepted digits (model) at that threshold", at_risk, "{:.2%}")
-    add("coverage (model) at that threshold", at_coverage)
-    add("error among accepted digits (pipeline: answered, not flagged)", pipe_risk, "{:.2%}")
-    add("coverage (pipeline)", pipe_coverage)
+    if "real digits" in args.only:
+        cases = usps_digits(report_images, report_labels, 2 * args.n, args.seed + 3)
+        truths = np.array([int(t) for _, t in cases])
+        greys = [grey_of(d) for d, _ in cases]
+        results = {r.name: [r.read(d) for d, _ in cases] for r in readers}
+        add("real digits (USPS) falsely rejected (pipeline)", [np.mean([rejected(x) for x in results[r.name]])
+                                                               for r in readers])
+        add("real digits (USPS) read right (pipeline)", [np.mean([x.number == str(t) for x, t in
+                                                                  zip(results[r.name], truths, strict=True)])
+                                                         for r in readers])
+        ece_before, ece_after, false_model, at_risk, at_coverage, pipe_risk, pipe_coverage = [], [], [], [], [], [], []
+        for reader in readers:
+            has_ink, probs_raw, _ = reader.crop_scores(greys, temperature=1.0)
+            _, probabilities, not_digit = reader.crop_scores(greys)
+            correct = has_ink & (probabilities.argmax(1) == truths)
+            ece_before.append(expected_calibration_error(probs_raw.max(1)[has_ink], correct[has_ink]))
+            ece_after.append(expected_calibration_error(probabilities.max(1)[has_ink], correct[has_ink]))
+            false_model.append(float(np.mean(has_ink & (not_digit >= reader.thresholds.not_digit))))
+            confidence = accepted_confidence(has_ink, probabilities, not_digit, reader.thresholds.not_digit)
+            curves[reader.name] = (risk_coverage(confidence, correct), reader.thresholds.low_confidence)
+            coverage, risk = curves[reader.name][0].at(reader.thresholds.low_confidence)
+            at_coverage.append(coverage)
+            at_risk.append(risk)
+            answered = [x for x in results[reader.name] if x.digits and not flagged(x)]
+            pipe_coverage.append(len(answered) / len(cases))
+            pipe_risk.append(float(np.mean([x.number != str(t)
+                                            for x, t in zip(results[reader.name], truths, strict=True)
+                                            if x.digits and not flagged(x)])) if answered else 0.0)
+        add("real digits falsely rejected (model: not_digit >= threshold)", false_model)
+        add("ECE, digit confidence on USPS, uncalibrated (T=1)", ece_before, "{:.4f}")
+        add("ECE, digit confidence on USPS, calibrated (model.json T)", ece_after, "{:.4f}")
+        add("low-confidence threshold (model.json)", [r.thresholds.low_confidence for r in readers], "{:.3f}")
+        add("error among accepted digits (model) at that threshold", at_risk, "{:.2%}")
+        add("coverage (model) at that threshold", at_coverage)
+        add("error among accepted digits (pipeline: answered, not flagged)", pipe_risk, "{:.2%}")
+        add("coverage (pipeline)", pipe_coverage)
 
     # 3. writing styles
-    for number, style in enumerate(STYLES):
-        cases = style_cases(style, report_images, report_labels, args.n, args.seed * 100 + number)
-        add(f"style: {style} read right (pipeline)",
-            [np.mean([r.read(d).number == t for d, t in cases]) for r in readers])
-        greys = [grey_of(d) for d, _ in cases]
-        truths = np.array([int(t) for _, t in cases])
-        values = []
-        for reader in readers:
-            has_ink, probabilities, not_digit = reader.crop_scores(greys)
-            values.append(float(np.mean(has_ink & (probabilities.argmax(1) == truths)
-                                        & (not_digit < reader.thresholds.not_digit))))
-        add(f"style: {style} read right (model, whole crop, not rejected)", values)
+    if "styles" in args.only:
+        for number, style in enumerate(STYLES):
+            cases = style_cases(style, report_images, report_labels, args.n, args.seed * 100 + number)
+            add(f"style: {style} read right (pipeline)",
+                [np.mean([r.read(d).number == t for d, t in cases]) for r in readers])
+            greys = [grey_of(d) for d, _ in cases]
+            truths = np.array([int(t) for _, t in cases])
+            values = []
+            for reader in readers:
+                has_ink, probabilities, not_digit = reader.crop_scores(greys)
+                values.append(float(np.mean(has_ink & (probabilities.argmax(1) == truths)
+                                            & (not_digit < reader.thresholds.not_digit))))
+            add(f"style: {style} read right (model, whole crop, not rejected)", values)
 
     # 4. touching and two-row numbers (the whole pipeline)
-    cases = touching_numbers(report_images, report_labels, args.n, args.seed + 4)
-    add("touching 2-4-digit numbers exact (pipeline)", [np.mean([r.read(d).number == t for d, t in cases])
-                                                        for r in readers])
-    cases = two_rows(report_images, report_labels, args.n, args.seed + 5)
-    add("two-row images, both rows exact (pipeline)", [np.mean([lines_of(r.read(d)) == t for d, t in cases])
-                                                      for r in readers])
+    if "touching" in args.only:
+        cases = touching_numbers(report_images, report_labels, args.n, args.seed + 4)
+        add("touching 2-4-digit numbers exact (pipeline)", [np.mean([r.read(d).number == t for d, t in cases])
+                                                            for r in readers])
+    if "two rows" in args.only:
+        cases = two_rows(report_images, report_labels, args.n, args.seed + 5)
+        add("two-row images, both rows exact (pipeline)", [np.mean([lines_of(r.read(d)) == t for d, t in cases])
+                                                          for r in readers])
 
     width = max(len(name) for name, _ in rows) + 2
     print(f"\n{'condition':<{width}}" + "".join(f"{reader.name[:11]:>12}" for reader in readers))
