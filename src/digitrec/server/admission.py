@@ -18,6 +18,7 @@ milliseconds, and `imageio` refuses files whose decoding would cost far more tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -26,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 from digitrec.bundle import ModelSource
@@ -208,6 +210,68 @@ def is_big(data: bytes | memoryview) -> bool:
     return False
 
 
+class Handoff:
+    """Results from the recognition threads to the event loop, through a pipe the threads write with the GIL
+    released.
+
+    `asyncio.wrap_future` wakes the loop with `call_soon_threadsafe`, whose wake-up (uvloop's eventfd write)
+    runs with the GIL held. The woken loop, at a higher priority than the threads (WORKER_NICENESS), took the
+    core at once, and the thread, preempted inside that call, kept the GIL while the loop waited for it:
+    py-spy --gil under small-16 found 18% of all the GIL's time there. `os.write` releases the GIL around the
+    syscall, so a preempted thread leaves the GIL to the loop it woke; and a wake-up already on its way is not
+    sent again (several results in one loop turn cost one).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._results: deque[tuple[asyncio.Future[Any], Future[Any]]] = deque()
+        self._signalled = False  # a byte is in the pipe, or about to be: the loop will drain `_results`
+        self._closed = False
+        self._lock = threading.Lock()  # a closed pipe's descriptor may be reused by then: never write to it
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        loop.add_reader(self._read, self._drain)
+
+    def deliver(self, waiting: asyncio.Future[Any], done: Future[Any]) -> None:
+        """`done`'s outcome into `waiting` on the loop; from any thread (a done-callback of `done`)."""
+        self._results.append((waiting, done))
+        if not self._signalled:
+            self._signalled = True
+            with self._lock:
+                if self._closed:  # the app has shut down: nobody waits any more
+                    return
+                with contextlib.suppress(BlockingIOError):  # a full pipe: the loop is due to drain it anyway
+                    os.write(self._write, b"\0")
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            os.read(self._read, 4096)
+        # Cleared after the read and before the results are taken: a result added from here on sends a
+        # wake-up of its own, and one added before is taken below.
+        self._signalled = False
+        while self._results:
+            waiting, done = self._results.popleft()
+            if waiting.done():  # cancelled (its request ended) or refused at the queue's time limit
+                continue
+            if done.cancelled():
+                waiting.cancel()
+            elif (error := done.exception()) is not None:
+                waiting.set_exception(error)
+            else:
+                waiting.set_result(done.result())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self._read)
+            os.close(self._read)
+            os.close(self._write)
+
+
 class Admission:
     """The server's budgets and its recognition threads; one per app, made in lifespan."""
 
@@ -225,6 +289,7 @@ class Admission:
         self._next_job = 0
         self._waiting_lock = threading.Lock()
         self.pool = TwoLanePool(threads)
+        self._handoff: Handoff | None = None  # made on the first `run`, on the loop that awaits
         # The big lane's threads hand their image to a child process that can be killed (see readers), which
         # starts with `reader_source`'s model loaded; None: the threads read big images themselves.
         self.readers = ReaderPool(self.pool.big_limit, reader_source) if reader_source is not None else None
@@ -295,15 +360,31 @@ class Admission:
             self._done(holding, job)
             raise ServerBusy("the server is shutting down") from None
         future.add_done_callback(lambda _: self._done(holding, job))
-        waiting = asyncio.wrap_future(future)
+        # Not chained to `future` (as asyncio.wrap_future would): cancelling the request cancels only this
+        # wait; work that has started finishes on its thread (a thread cannot be stopped), its budgets then given back.
+        handoff = self._loop_handoff()
+        waiting = handoff.loop.create_future()
+        future.add_done_callback(partial(handoff.deliver, waiting))
+        timer = handoff.loop.call_later(self.max_queue_wait_s, self._queue_timed_out, future, waiting)
         try:
-            # shield: the timeout must not cancel work that has started (a thread cannot be stopped).
-            return await asyncio.wait_for(asyncio.shield(waiting), self.max_queue_wait_s)
-        except TimeoutError:
-            if future.cancel():  # still queued: drop it, rather than let it wait until the deadline
-                raise ServerBusy(f"the server is busy (no thread free within {self.max_queue_wait_s:g} s);"
-                                 f" retry in {RETRY_AFTER_S} s") from None
             return await waiting
+        finally:
+            timer.cancel()
+
+    def _queue_timed_out(self, future: Future[Any], waiting: asyncio.Future[Any]) -> None:
+        """`max_queue_wait_s` after a recognition was queued: if it is still queued, drop it and refuse."""
+        if future.cancel() and not waiting.done():  # started work is waited for, until the request's deadline
+            waiting.set_exception(ServerBusy(f"the server is busy (no thread free within {self.max_queue_wait_s:g}"
+                                             f" s); retry in {RETRY_AFTER_S} s"))
+
+    def _loop_handoff(self) -> Handoff:
+        """The `Handoff` for the running loop (a new one if the loop changed: tests run apps on several)."""
+        loop = asyncio.get_running_loop()
+        if self._handoff is None or self._handoff.loop is not loop:
+            if self._handoff is not None:
+                self._handoff.close()
+            self._handoff = Handoff(loop)
+        return self._handoff
 
     def _started(self, job: int) -> None:
         with self._waiting_lock:
@@ -347,4 +428,7 @@ class Admission:
         self.pool.shutdown()
         if self.readers is not None:
             self.readers.shutdown()
+        if self._handoff is not None:
+            self._handoff.close()
+            self._handoff = None
 
