@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import pytest
@@ -46,7 +47,7 @@ def test_every_result_and_error_reaches_its_request(kind: str) -> None:
 
     async def main() -> list[Any]:
         deadline = time.monotonic() + 30
-        jobs = [admit.run(lambda value=value: (fail if value % 7 == 0 else square)(value), deadline=deadline)
+        jobs = [admit.run(partial(fail if value % 7 == 0 else square, value), deadline=deadline)
                 for value in range(200)]
         return await asyncio.gather(*jobs, return_exceptions=True)
 
@@ -81,8 +82,7 @@ def test_threads_do_not_wake_the_loop_with_call_soon_threadsafe(kind: str, monke
 
         monkeypatch.setattr(loop, "call_soon_threadsafe", spy)
         deadline = time.monotonic() + 30
-        return await asyncio.gather(*(admit.run(lambda value=value: square(value), deadline=deadline)
-                                      for value in range(50)))
+        return await asyncio.gather(*(admit.run(partial(square, value), deadline=deadline) for value in range(50)))
 
     try:
         assert run_on(kind, main) == [value * value for value in range(50)]
