@@ -115,3 +115,24 @@ def test_creases_and_shadow_edges_crossing_the_picture_are_not_writing() -> None
                   False, 0.1, 6)  # a 4 on the creased paper
     groups = groups_of(beside).groups
     assert len(groups) == 1 and groups[0].box[0] > 100
+
+
+def test_the_table_beyond_the_paper_and_the_dark_side_of_a_shadow_are_not_writing() -> None:
+    """Blank paper photographed with its edge in the frame: a strip of the table along one border (as wide
+    as a bold stroke, the frame's last column a little lighter), and the dark side of a shadow's edge that
+    the lighting estimate leaves as a band of "ink" (the same tone as the paper beyond it) are no digit;
+    a bold digit against the border, with paper all round it, is still found."""
+    rng = np.random.default_rng(1)
+    table = np.full((102, 67), 0.9, np.float32)
+    table[:, 58:] = 0.53  # the table beyond the paper's edge, along the right border
+    table[:, -1] = 0.76
+    table += rng.normal(0, 0.01, table.shape).astype(np.float32)
+    assert groups_of(table).groups == ()
+    shadow = np.full((158, 125), 1.0, np.float32)
+    shadow[:, 80:] = 0.64  # a shadow (or a grey card) over the right of the picture, ending at a sharp edge
+    shadow = np.clip(shadow + rng.normal(0, 0.005, shadow.shape).astype(np.float32), 0, 1)
+    assert groups_of(shadow).groups == ()
+    seven = np.full((90, 70), 0.9, np.float32)
+    cv2.polylines(seven, [np.array([[10, 4], [55, 4], [25, 89]])], False, 0.15, 9)  # bold, cut by top and bottom
+    seven += rng.normal(0, 0.01, seven.shape).astype(np.float32)
+    assert len(groups_of(seven).groups) == 1

@@ -57,6 +57,9 @@ class InkMap:
     noise_floor: float  # contrast below this is paper noise
     full_ink: float  # contrast of the stroke core (90th percentile of the mask's contrast)
     steps: dict[str, Any] = field(default_factory=dict)  # JSON-able summary for the page and debugging
+    # (h, w) float32: the analysis image itself, in "dark ink" orientation (None: not kept). What is either
+    # side of a piece of "ink" (paper, or more of the same tone: a shadow, the table) is read from it.
+    paper: np.ndarray | None = None
 
 
 def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -262,7 +265,7 @@ def ink_map(small: np.ndarray, scale: float, dark: bool) -> InkMap:
         "noise_floor": round(floor, 3),
         "ink_fraction": round(float(mask.mean()), 4),
     }
-    return InkMap(contrast, mask, background, scale, dark, threshold, floor, max(full, threshold), steps)
+    return InkMap(contrast, mask, background, scale, dark, threshold, floor, max(full, threshold), steps, paper)
 
 
 def stretch_ink(contrast: np.ndarray, ink: InkMap) -> np.ndarray:

@@ -23,6 +23,7 @@ keeps the reading the classifier is surest of.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -52,6 +53,13 @@ EDGE_ASPECT = 12  # a strip along the border this many times longer than wide is
 # A component crossing the whole image (touching two opposite borders) is no writing when it is ...
 CREASE_THINNESS = 0.02  # ... a crease or a rule: its ink under this x its span squared (stroke < 2% of length)
 EDGE_STEP = 0.4  # ... or the edge of a shadow or of the paper: the paper's tone either side differs this much
+# A thin piece lying along one border (touching it over STRIP_CONTACT of its length, STRIP_ASPECT times longer
+# than thick, the picture going on beyond it) is the edge of the paper or of the table beyond it, cut by the frame.
+STRIP_CONTACT = 0.9
+STRIP_ASPECT = 6
+# A piece touching the border whose surroundings are in part (a fifth) nearly as dark as itself (its contrast
+# against them under SIDE_TONE of its contrast against the paper) is the dark side of an edge or a shadow.
+SIDE_TONE = 0.15
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,50 @@ def is_paper_edge(component: np.ndarray, shape: tuple[int, int]) -> bool:
     return vertical or horizontal
 
 
+def is_border_strip(component: np.ndarray, labels: np.ndarray, label: int) -> bool:
+    """A thin piece lying along one border for most of its length, the picture going on beyond it: the
+    edge of the paper, of the table or of a shadow, cut by the frame. A written stroke meets the border at
+    its end or runs into a corner; it does not lie along the frame's edge."""
+    x, y, w, h, _ = (int(value) for value in component)
+    height, width = labels.shape
+    # The outermost three pixels count as the border (a photo's last columns are often lighter: resampling, blur).
+    bands = []
+    if h >= STRIP_ASPECT * w and w <= 0.5 * width:  # upright: along the left or right border
+        bands += [labels[y : y + h, :3]] if x <= 2 else []
+        bands += [labels[y : y + h, -3:]] if x + w >= width - 2 else []
+    if w >= STRIP_ASPECT * h and h <= 0.5 * height:  # lying: along the top or bottom border
+        bands += [labels[:3, x : x + w].T] if y <= 2 else []
+        bands += [labels[-3:, x : x + w].T] if y + h >= height - 2 else []
+    return any(np.count_nonzero((band == label).any(axis=1)) >= STRIP_CONTACT * band.shape[0] for band in bands)
+
+
+def is_shadow_band(component: np.ndarray, labels: np.ndarray, label: int, ink: InkMap) -> bool:
+    """A piece touching the border that is not darker than all of its surroundings: a pen stroke has paper
+    on every side, but the dark side of an edge (paper, table, a shadow entering the picture) has more of
+    its own tone beside it, which the lighting estimate took for paper. Judged on the picture's own tones
+    (`InkMap.paper`, smoothed a little): a fifth of the ring around the piece (other ink left out) is
+    nearly as dark as the piece itself."""
+    x, y, w, h, _ = (int(value) for value in component)
+    height, width = labels.shape
+    if ink.paper is None or (x > 0 and y > 0 and x + w < width and y + h < height):
+        return False
+    mask = labels == label
+    thickness = max(1.0, stroke_width(mask[y : y + h, x : x + w]))
+    inner, outer = math.ceil(thickness) + 1, math.ceil(2.5 * thickness) + 2
+    x0, y0, x1, y1 = max(0, x - outer), max(0, y - outer), min(width, x + w + outer), min(height, y + h + outer)
+    window = mask[y0:y1, x0:x1].astype(np.uint8)  # (h', w')
+    near = cv2.dilate(window, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inner + 1,) * 2)) > 0
+    far = cv2.dilate(window, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * outer + 1,) * 2)) > 0
+    ring = far & ~near & ~ink.mask[y0:y1, x0:x1]
+    if np.count_nonzero(ring) < 20:
+        return False  # nothing around it to compare with: a digit filling the picture
+    tones = cv2.GaussianBlur(ink.paper[y0:y1, x0:x1], (0, 0), 1.0)
+    own = float(np.median(tones[window > 0]))
+    dark, light = (float(v) for v in np.percentile(tones[ring], [20, 80]))
+    against_paper = (light - own) / max(light, 1e-3)
+    return against_paper <= 0.0 or (dark - own) / max(dark, 1e-3) < SIDE_TONE * against_paper
+
+
 def is_crease_or_edge(component: np.ndarray, labels: np.ndarray, label: int, background: np.ndarray) -> bool:
     """A component crossing the whole image from border to border that is a crease, a fold or a rule
     (a stroke under CREASE_THINNESS of its length), or the edge of a shadow, of the paper or of the table
@@ -345,7 +397,9 @@ def segment_ink(ink: InkMap) -> Segmentation:
     largest = int(areas.max())
     keep = [int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest
             and not is_paper_edge(stats[label], mask.shape)
-            and not is_crease_or_edge(stats[label], labels, int(label), ink.background)]
+            and not is_crease_or_edge(stats[label], labels, int(label), ink.background)
+            and not is_border_strip(stats[label], labels, int(label))
+            and not is_shadow_band(stats[label], labels, int(label), ink)]
     specks = count - 1 - len(keep)
     if len(keep) > MAX_KEPT_COMPONENTS:  # hundreds of similar pieces: noise, not writing
         return Segmentation(labels, (), lines, count - 1)
