@@ -306,6 +306,25 @@ def test_a_non_digit_cut_into_ones_is_strokes(whole_not_digit: float, pieces: li
     assert strokes_read_as_ones(scores, 0, list(range(1, len(pieces) + 1)), thresholds) is rejected
 
 
+@pytest.mark.parametrize(
+    ("whole_not_digit", "pieces", "rejected"),
+    [(0.95, [(7, 0.99, 0.04), (4, 0.99, 0.99)], True),  # a heart cut into a sure 7 and a rejected loop
+     (0.95, [(2, 1.00, 0.37), (0, 1.00, 0.13), (5, 0.57, 0.99)], True),  # "#" cut into "20" and a rest
+     (0.95, [(6, 1.00, 0.02), (5, 1.00, 0.01)], False),  # "65" written touching: the join is rejected whole
+     (0.30, [(7, 0.99, 0.04), (4, 0.99, 0.99)], False),  # the whole may be a digit: the other rules decide
+     (0.95, [(7, 0.99, 0.04)], False)],  # one piece: nothing was cut off
+    ids=["heart", "hash", "touching-digits", "whole-digit", "one-piece"],
+)
+def test_a_non_digit_is_not_read_from_its_digit_like_part(whole_not_digit: float, pieces: list,
+                                                          rejected: bool) -> None:
+    from digitrec.recognize import partly_rejected
+    from digitrec.runtime import Thresholds
+
+    scores = scores_of([(0, 0.5, whole_not_digit), *pieces])
+    thresholds = Thresholds(not_digit=0.77, low_confidence=0.954)
+    assert partly_rejected(scores, 0, list(range(1, len(pieces) + 1)), thresholds) is rejected
+
+
 class BarClassifier:
     """A stand-in classifier with a not-a-digit output: a crop whose ink is one upright bar (its columns
     span under 5 of 28) is a sure 1; anything else is not a digit."""

@@ -299,6 +299,18 @@ def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Th
     return ones >= len(chosen) - 1
 
 
+def partly_rejected(scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
+    """Whether a lone group's cut reading would keep part of a thing the model rejects: the whole (row `at`
+    of the batch) is not a digit, and neither is one of its pieces `chosen` ("#" cut into a 7 and a rest,
+    a heart into a 7 and a loop, an infinity sign into a 0 and a twist). The pieces are joined by ink, so
+    the digit-like one is a part of the non-digit, not a digit beside a smudge: nothing is read. Digits
+    written touching pass: each piece of them is a digit (the model rejects their join read whole).
+    """
+    if len(chosen) < 2 or scores.not_digit[at] < thresholds.not_digit:
+        return False
+    return bool(np.any(scores.not_digit[chosen] >= thresholds.not_digit))
+
+
 def loops_read_as_zeros(scores: Any, at: int, chosen: list[int], pieces: list[Group], thresholds: Thresholds) -> bool:
     """Whether a lone group's cut reading is a sign's loops, each read as a 0: the whole (row `at` of the
     batch) is not a digit, and every piece is a 0 at least FLAT_ZERO times as wide as it is tall (an
@@ -432,6 +444,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                 uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
                 if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds) \
                         or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds) \
+                        or partly_rejected(scores, start + uncut, [start + index for index in taken], thresholds) \
                         or loops_read_as_zeros(scores, start + uncut, [start + index for index in taken],
                                                [pieces[index].group for index in taken], thresholds):
                     outvoted += 1
