@@ -32,6 +32,7 @@ REQUEST_GRACE_S = 5.0  # past the request's own time limit, before its connectio
 LINGER_S = 5.0  # after answering before a body was all read: how long its rest is read and dropped
 LINGER_BYTES = 2 << 20  # ... and how much of it (draining 192 refused 10 MB uploads starved the event loop)
 EVICTION_LOG_EVERY_S = 10.0  # one warning per this much time while connections are being evicted
+COALESCE_BYTES = 64 * 1024  # writes this big are not held back to go out with the next (`CoalescingTransport`)
 
 
 def base_protocol() -> type[asyncio.Protocol]:
@@ -78,6 +79,66 @@ class ConnectionTable:
         self.idle.pop(protocol, None)
 
 
+class CoalescingTransport:
+    """A connection's transport whose writes in one event-loop turn go out as one write.
+
+    uvicorn writes a response's status line and headers, then its body: two sends, and with TCP_NODELAY two
+    segments and two wake-ups of the client, for every small answer. Here the first write of a turn is held
+    (a list append) and sent with whatever follows it in that turn, from a `call_soon`; order is kept,
+    since every write of the connection comes through here. Big writes (COALESCE_BYTES) go out at once;
+    `close` and `write_eof` send what is held first. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        chunk = data if isinstance(data, bytes) else bytes(data)  # held: a caller's buffer may change
+        if self._held is None:
+            if len(chunk) >= COALESCE_BYTES:
+                self._transport.write(chunk)
+                return
+            self._held, self._held_bytes = [chunk], len(chunk)
+            self._loop.call_soon(self.flush)
+            return
+        self._held.append(chunk)
+        self._held_bytes += len(chunk)
+        if self._held_bytes >= COALESCE_BYTES:
+            self.flush()
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return int(self._transport.get_write_buffer_size()) + (self._held_bytes if self._held else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = None) -> type[asyncio.Protocol]:
     """An HTTP protocol class for uvicorn's `http=` option, enforcing `settings`' connection limits."""
     base: Any = base_protocol()
@@ -95,7 +156,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             self._lingering = False
             self._lingered = 0
             self._header_bytes = self._parsed_header_bytes = 0
-            super().connection_made(transport)
+            super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             if not table.opened(self):
                 self.close_guarded()
                 return

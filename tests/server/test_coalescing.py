@@ -1,0 +1,78 @@
+"""A connection's writes in one event-loop turn leave as one (`connections.CoalescingTransport`): a small
+answer's headers and body are one send, in order, and nothing is held past the turn, a close or an EOF."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import uvloop
+
+from digitrec.server.connections import COALESCE_BYTES, CoalescingTransport
+
+
+class Recorder:
+    """The transport underneath: what was written, and when it was closed."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self.events.append(bytes(data))
+
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def abort(self) -> None:
+        self.events.append("abort")
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_writes_of_one_turn_leave_as_one(new_loop: Any) -> None:
+    loop = new_loop()
+    try:
+        inner = Recorder()
+        transport = CoalescingTransport(inner, loop)  # type: ignore[arg-type]
+
+        async def answer() -> None:
+            transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+            transport.write(bytearray(b"{}"))
+            assert inner.events == []  # held until the turn ends
+            assert transport.get_write_buffer_size() == 40
+            await asyncio.sleep(0)
+            assert inner.events == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+            transport.write(b"next")  # a later turn: its own write
+            await asyncio.sleep(0)
+            big = b"x" * COALESCE_BYTES
+            transport.write(big)  # big writes are not held
+            assert inner.events[-2:] == [b"next", big]
+            transport.write(b"held")
+            transport.write(b"x" * COALESCE_BYTES)  # past the limit: out at once, in order
+            assert inner.events[-1] == b"held" + b"x" * COALESCE_BYTES
+            transport.write(b"last")
+            transport.close()  # what is held goes first
+            assert inner.events[-2:] == [b"last", "close"]
+            transport.write(b"bye")
+            transport.write_eof()
+            assert inner.events[-2:] == [b"bye", "eof"]
+            transport.write(b"dropped")
+            transport.abort()  # an abort drops what is held, as the transport drops its buffer
+            assert inner.events[-1] == "abort"
+            await asyncio.sleep(0)
+            assert b"dropped" not in inner.events
+            assert transport.is_closing() is False  # the rest is the transport's own
+
+        loop.run_until_complete(answer())
+    finally:
+        loop.close()
+
