@@ -89,5 +89,51 @@ def test_help_states_the_recipes_and_defaults(capsys: pytest.CaptureFixture) -> 
     text = " ".join(capsys.readouterr().out.split())
     assert "--recipe {default,fast,fast-accurate}" in text
     fast = NAMED_RECIPES["fast"].recipe
-    assert f"'fast': bn-strided-cnn-fast, {fast.epochs} epochs, batch {fast.batch_size}" in text
+    assert f"'fast': {NAMED_RECIPES['fast'].arch}, {fast.epochs} epochs, batch {fast.batch_size}" in text
     assert "Flags given explicitly override the recipe (default: default)" in text
+
+
+@pytest.mark.parametrize("arch", ["s2d-cnn-fast", "bn-strided-cnn-fast"])
+def test_fused_batch_norm_trains_as_keras_batch_norm_and_saves_as_plain_keras(arch: str, tmp_path: Path) -> None:
+    """train.fuse_batch_norm: same loss, gradients and moving statistics as Keras's own layer, one op each
+    way; the saved model.keras still holds plain BatchNormalization layers and loads without digitrec."""
+    import keras
+    import tensorflow as tf
+
+    from digitrec.models import make_model
+    from digitrec.train import fuse_batch_norm
+
+    keras.utils.set_random_seed(0)
+    plain, fused = make_model(arch), make_model(arch)
+    fused.set_weights(plain.get_weights())
+    image_norms = sum(isinstance(layer, keras.layers.BatchNormalization) and len(layer.input.shape) == 4
+                      for layer in plain.layers)
+    assert fuse_batch_norm(fused) == image_norms > 0  # the dense layer's batch norm keeps Keras's call
+    for model in (plain, fused):  # dropout draws differ between two models: take it out of the comparison
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+    images = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32)
+    labels = np.arange(16) % 10
+
+    def step(model: keras.Model) -> tuple[float, list[np.ndarray]]:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, model(images, training=True)))
+        return float(loss), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    before = plain.get_weights()
+    (plain_loss, plain_grads), (fused_loss, fused_grads) = step(plain), step(fused)
+    assert abs(plain_loss - fused_loss) < 1e-4
+    for a, b in zip(plain_grads, fused_grads, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5 * np.abs(a).max())
+    moved = [np.abs(a - b).max() for a, b in zip(plain.get_weights(), before, strict=True)]
+    assert max(moved) > 1e-3  # the moving statistics did move ...
+    for a, b in zip(plain.get_weights(), fused.get_weights(), strict=True):  # ... by the same amounts
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(
+        tf.TensorSpec((16, 28, 28, 1), tf.float32)).graph
+    assert sum(op.type.startswith("FusedBatchNorm") for op in graph.get_operations()) == image_norms
+    fused.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    assert all(type(layer).call is layer.call.__func__ for layer in loaded.layers)  # nothing patched
+    np.testing.assert_allclose(loaded(images, training=False), fused(images, training=False), atol=1e-6)

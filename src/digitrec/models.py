@@ -94,12 +94,42 @@ def make_bn_strided_cnn_fast(width: int = 16, dropout: float = 0.2) -> keras.Mod
     return keras.Model(image, probabilities, name="bn_strided_cnn_fast")
 
 
+def make_s2d_cnn_fast(width: int = 32, dense: int = 128, dropout: float = 0.2) -> keras.Model:
+    """Space-to-depth, two convs with batch norm and max-pooling, a dense layer: `--recipe fast`'s network.
+
+    Built for CPU seconds per image seen, since every recipe tried needed ~70-80k images (1.25-1.5
+    epochs) to reach 99.0% on validation whatever its size. Each 2x2 block of pixels becomes 4 channels
+    of one pixel of a 14x14 map (the same information, a quarter of the positions), so no conv runs at
+    28x28 or 26x26, where bn-strided-cnn-fast spent most of its time; pooling then halves 14 -> 7 -> 3.
+    95,498 parameters, ~1.2M multiply-adds per image. Momentum 0.9 as in bn-strided-cnn-fast.
+    """
+    import keras
+    from keras import layers
+
+    image = keras.Input(INPUT_SHAPE, name="image")
+    x = layers.Reshape((14, 2, 14, 2))(image)  # (B, row, row parity, column, column parity)
+    x = layers.Permute((1, 3, 2, 4))(x)
+    x = layers.Reshape((14, 14, 4))(x)  # (B, 14, 14, 4)
+    x = _conv_bn(x, width, 3, padding="same", momentum=0.9)  # (B, 14, 14, w)
+    x = layers.MaxPooling2D(2)(x)  # (B, 7, 7, w)
+    x = _conv_bn(x, 2 * width, 3, padding="same", momentum=0.9)  # (B, 7, 7, 2w)
+    x = layers.MaxPooling2D(2)(x)  # (B, 3, 3, 2w)
+    x = layers.Flatten()(x)  # (B, 18w)
+    x = layers.Dense(dense, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(dropout)(x)
+    probabilities = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(image, probabilities, name="s2d_cnn_fast")
+
+
 # Name -> builder. The name is what `--arch` takes and what model.json records.
 ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
     "seed": make_seed_model,
     "bn-strided-cnn": make_bn_strided_cnn,
     "bn-strided-cnn-small": lambda: make_bn_strided_cnn(width=16, dropout=0.25),
     "bn-strided-cnn-fast": make_bn_strided_cnn_fast,
+    "s2d-cnn-fast": make_s2d_cnn_fast,
 }
 DEFAULT_ARCH = "bn-strided-cnn"
 

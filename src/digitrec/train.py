@@ -135,6 +135,8 @@ def build_trainable(config: TrainConfig, seed: int, steps_per_epoch: int) -> tup
     """(inference model, compiled training model): the second wraps the first with augmentation."""
     keras.utils.set_random_seed(seed)
     model = make_model(config.arch)
+    if keras.backend.backend() == "tensorflow":
+        fuse_batch_norm(model)
     trainable = wrap_for_training(model, config.augmentation, seed) if config.augment else model
     trainable.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
@@ -144,6 +146,54 @@ def build_trainable(config: TrainConfig, seed: int, steps_per_epoch: int) -> tup
         jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
     )
     return model, trainable
+
+
+def fuse_batch_norm(model: keras.Model) -> int:
+    """Make each image BatchNormalization of `model` train as TensorFlow's one fused op; return how many.
+
+    Keras 3 normalizes a batch with separate element-wise ops (moments, subtract, multiply, broadcast ...)
+    and as many again in the gradient: in a profile of bn-strided-cnn-fast's training step they took a
+    third of the op time, more than the forward convolutions (benchmarks/train_speed.py, README). The
+    fused op computes the same thing in one pass each way. Only the training-mode call is replaced, on
+    these layer objects, so inference, the saved model.keras (plain BatchNormalization layers) and the
+    .tflite are as before. Other cases (a mask, renorm, inference, a frozen layer, not float32 NHWC)
+    keep Keras's own call. TensorFlow backend only.
+    """
+    import types
+
+    import tensorflow as tf
+
+    def fused_call(self: Any, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if not (training and self.trainable) or mask is not None or inputs.dtype != tf.float32:
+            return type(self).call(self, inputs, training=training, mask=mask)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma.value, self.beta.value, epsilon=self.epsilon, is_training=True,
+            data_format="NHWC")
+        # The fused op returns the unbiased batch variance; Keras's moving average takes the biased one.
+        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
+        variance = variance * (count - 1.0) / count
+        self.moving_mean.assign(self.moving_mean.value * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance.value * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+    fused = 0
+    for layer in _all_layers(model):
+        if (isinstance(layer, keras.layers.BatchNormalization) and len(layer.input.shape) == 4
+                and layer.axis in (-1, 3) and layer.scale and layer.center
+                and not getattr(layer, "renorm", False) and not getattr(layer, "synchronized", False)):
+            layer.call = types.MethodType(fused_call, layer)
+            fused += 1
+    return fused
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(_all_layers(layer))
+    return layers
 
 
 def epoch_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
