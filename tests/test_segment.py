@@ -136,3 +136,13 @@ def test_the_table_beyond_the_paper_and_the_dark_side_of_a_shadow_are_not_writin
     cv2.polylines(seven, [np.array([[10, 4], [55, 4], [25, 89]])], False, 0.15, 9)  # bold, cut by top and bottom
     seven += rng.normal(0, 0.01, seven.shape).astype(np.float32)
     assert len(groups_of(seven).groups) == 1
+
+
+@pytest.mark.parametrize(("depth", "sigma"), [(0.2, 3.5), (0.14, 4.5)])
+def test_a_faint_blurred_stroke_against_the_border_is_still_writing(depth: float, sigma: float) -> None:
+    """A faint, blurred 1 in a tight, narrow crop (14-20% darker than the paper, a third of the picture
+    wide): its halo is nearly as dark as its faint core, and the lighting estimate leaves only its outline
+    as "ink", lighter than its own core; it is not the dark side of a shadow's edge."""
+    one = np.ones((156, 28), np.float32)
+    one[10:134] -= depth * np.exp(-0.5 * ((np.arange(28) - 11) / sigma) ** 2)[None, :]
+    assert len(groups_of(cv2.GaussianBlur(one, (0, 0), 1.5)).groups) == 1

@@ -57,9 +57,10 @@ EDGE_STEP = 0.4  # ... or the edge of a shadow or of the paper: the paper's tone
 # than thick, the picture going on beyond it) is the edge of the paper or of the table beyond it, cut by the frame.
 STRIP_CONTACT = 0.9
 STRIP_ASPECT = 6
-# A piece touching the border whose surroundings are in part (a fifth) nearly as dark as itself (its contrast
-# against them under SIDE_TONE of its contrast against the paper) is the dark side of an edge or a shadow.
-SIDE_TONE = 0.15
+# A piece touching the border whose surroundings are in part (a fifth) as dark as itself (its contrast against
+# them under SIDE_TONE of its contrast against the paper) is the dark side of an edge or a shadow. (0.15 also
+# took faint blurred digits, whose halo is nearly as dark as their faint core; the edges measured 0.0 or less.)
+SIDE_TONE = 0.05
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def is_shadow_band(component: np.ndarray, labels: np.ndarray, label: int, ink: I
     on every side, but the dark side of an edge (paper, table, a shadow entering the picture) has more of
     its own tone beside it, which the lighting estimate took for paper. Judged on the picture's own tones
     (`InkMap.paper`, smoothed a little): a fifth of the ring around the piece (other ink left out) is
-    nearly as dark as the piece itself."""
+    as dark as the piece itself."""
     x, y, w, h, _ = (int(value) for value in component)
     height, width = labels.shape
     if ink.paper is None or (x > 0 and y > 0 and x + w < width and y + h < height):
@@ -257,7 +258,11 @@ def is_shadow_band(component: np.ndarray, labels: np.ndarray, label: int, ink: I
     own = float(np.median(tones[window > 0]))
     dark, light = (float(v) for v in np.percentile(tones[ring], [20, 80]))
     against_paper = (light - own) / max(light, 1e-3)
-    return against_paper <= 0.0 or (dark - own) / max(dark, 1e-3) < SIDE_TONE * against_paper
+    # Not darker than its lighter surroundings, or much lighter than its darker ones: the outline of a stroke
+    # wider than the lighting estimate's window (its core is darker), or the paper's halo in the wrong
+    # polarity; neither is judged here.
+    against_dark = (dark - own) / max(dark, 1e-3)
+    return against_paper > 0.0 and -0.5 * against_paper < against_dark < SIDE_TONE * against_paper
 
 
 def is_crease_or_edge(component: np.ndarray, labels: np.ndarray, label: int, background: np.ndarray) -> bool:
