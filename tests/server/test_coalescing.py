@@ -4,6 +4,7 @@ answer's headers and body are one send, in order, and nothing is held past the t
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -15,8 +16,13 @@ from digitrec.server.connections import COALESCE_BYTES, CoalescingTransport
 class Recorder:
     """The transport underneath: what was written, and when it was closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket | None = None) -> None:
         self.events: list[Any] = []
+        self.sock = sock
+        self.buffered = 0
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.sock if name == "socket" else None
 
     def write(self, data: bytes) -> None:
         self.events.append(bytes(data))
@@ -31,7 +37,7 @@ class Recorder:
         self.events.append("abort")
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
     def is_closing(self) -> bool:
         return False
@@ -76,3 +82,35 @@ def test_writes_of_one_turn_leave_as_one(new_loop: Any) -> None:
     finally:
         loop.close()
 
+
+
+def test_a_plain_socket_is_written_directly_when_nothing_is_queued() -> None:
+    """The held bytes go to the socket by os.write (the GIL released) when the transport has nothing queued;
+    when it has, or the socket would block or is broken, through the transport, so order is kept."""
+    loop = uvloop.new_event_loop()
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        inner = Recorder(ours)
+        transport = CoalescingTransport(inner, loop)  # type: ignore[arg-type]
+
+        async def answer() -> None:
+            transport.write(b"head ")
+            transport.write(b"body")
+            await asyncio.sleep(0)
+            assert inner.events == [] and theirs.recv(100) == b"head body"
+            inner.buffered = 10  # the transport still has bytes of its own to send: after them, through it
+            transport.write(b"queued")
+            await asyncio.sleep(0)
+            assert inner.events == [b"queued"]
+            inner.buffered = 0
+            theirs.close()  # the client is gone: the transport is left to find out
+            for _ in range(2):
+                transport.write(b"lost")
+                await asyncio.sleep(0)
+            assert inner.events[-1] == b"lost"
+
+        loop.run_until_complete(answer())
+    finally:
+        ours.close()
+        loop.close()

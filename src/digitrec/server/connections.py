@@ -89,13 +89,16 @@ class CoalescingTransport:
     `close` and `write_eof` send what is held first. Everything else is the transport's own.
     """
 
-    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+    __slots__ = ("_fd", "_held", "_held_bytes", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] | None = None
         self._held_bytes = 0
+        # A plain TCP socket's descriptor: `flush` writes to it itself, with the GIL released (see there).
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None and transport.get_extra_info("sslcontext") is None else -1
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         chunk = data if isinstance(data, bytes) else bytes(data)  # held: a caller's buffer may change
@@ -117,8 +120,23 @@ class CoalescingTransport:
 
     def flush(self) -> None:
         held, self._held = self._held, None
-        if held:
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        if not held:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        # uvloop sends with the GIL held, and a send that wakes the client (on this machine: the benchmark's)
+        # often has this thread preempted inside it, holding the GIL the recognition threads need (py-spy
+        # --gil, small-16: 4% of all GIL time in this one write). os.write releases the GIL around the
+        # syscall. Only when the transport has nothing queued (else order would break) and is open (its
+        # descriptor still ours); whatever is not sent at once, or any error, is the transport's to handle.
+        if self._fd >= 0 and not self._transport.get_write_buffer_size() and not self._transport.is_closing():
+            try:
+                sent = os.write(self._fd, data)
+            except OSError:  # would block, or the connection broke: the transport finds out and handles it
+                sent = 0
+            if sent >= len(data):
+                return
+            data = data[sent:]
+        self._transport.write(data)
 
     def write_eof(self) -> None:
         self.flush()
