@@ -191,8 +191,10 @@ def test_pieces_do_not_outvote_a_non_digit_whole(width: int, whole_not_digit: fl
      ([(7, 1.00, 0.05)], 1, False),  # a sure digit beside a smudge the model rejects
      ([(7, 1.00, 0.05), (2, 0.99, 0.10)], 1, False),  # a number with a stray mark: more digits than marks
      ([(2, 0.60, 0.70), (1, 0.99, 0.60), (1, 0.99, 0.40)], 0, True),  # all kept, none a convincing digit
-     ([(2, 0.99, 0.05), (0, 0.99, 0.70), (2, 0.99, 0.05)], 0, False)],  # one doubted digit in a sure number
-    ids=["word", "digit-and-smudge", "number-and-mark", "doubtful-pieces", "one-doubt"],
+     ([(2, 0.99, 0.05), (0, 0.99, 0.70), (2, 0.99, 0.05)], 0, False),  # one doubted digit in a sure number
+     ([(9, 0.24, 0.39), (9, 0.39, 0.26), (9, 0.21, 0.37), (8, 0.62, 0.32), (9, 0.33, 0.38)], 0, True),  # specks
+     ([(2, 0.99, 0.05), (0, 0.45, 0.10), (1, 0.30, 0.05), (7, 0.98, 0.05)], 0, False)],  # two guesses of four
+    ids=["word", "digit-and-smudge", "number-and-mark", "doubtful-pieces", "one-doubt", "specks", "two-guesses"],
 )
 def test_a_reading_of_mostly_non_digits_is_rejected(kept: list, rejected: int, doubtful: bool) -> None:
     from digitrec.recognize import mostly_not_digits

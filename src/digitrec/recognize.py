@@ -63,6 +63,8 @@ ALONE_NOT_DIGIT = 0.1  # ... when its not-a-digit score is under this fraction o
 RECUT_ASPECT = 0.3  # a group the model rejects whole is cut from this (x its height): "11" written touching
 FLAT_ZERO = 1.1  # a lone non-digit cut into 0s each this much wider than tall is a sign's loops (infinity)
 MIN_ONES = 3  # a lone non-digit cut into this many pieces or more, all but one read as 1s, is strokes
+NOISE_DIGITS = 4  # a reading of this many digits or more, most of them guesses (median confidence under ...
+NOISE_CONFIDENCE = 0.5  # ... this), is specks read as digits, not a number
 ABSORB_SHAPE = 0.3  # a piece whose shape penalties (log units) exceed this is no confident digit for `absorbed`
 ABSORB_COST = 0.5  # a piece that absorbed a confident neighbour (`absorbed`) pays this (log units)
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
@@ -330,8 +332,12 @@ def mostly_not_digits(kept: list[int], rejected: int, scores: Any, thresholds: T
     The pieces of a word, a symbol or a scribble each read as some digit, but few of them convincingly:
     as many rejected as kept (a word's letters) unless every kept one is a confident digit (a digit beside
     a smudge), or several kept that are not, on average, confident digits (mean not_digit at or over
-    PIECE_NOT_DIGIT of the threshold). The digits of a real number each pass on their own.
+    PIECE_NOT_DIGIT of the threshold), or many kept of which most are guesses (NOISE_DIGITS or more, their
+    median confidence under NOISE_CONFIDENCE: the specks of grainy or dotted paper, each read as some digit
+    at 20-40%). The digits of a real number each pass on their own.
     """
+    if len(kept) >= NOISE_DIGITS and float(np.median(scores.probabilities[kept].max(axis=1))) < NOISE_CONFIDENCE:
+        return True
     not_digit = scores.not_digit[kept]
     confident = all(float(scores.probabilities[index].max()) >= thresholds.low_confidence for index in kept) \
         and float(not_digit.max()) < PIECE_NOT_DIGIT * thresholds.not_digit
