@@ -1,5 +1,5 @@
 """Shortcuts the reading takes for small, simple images give what the general code gives: `segment.has_label`
-is np.isin, and one component is one row (`find_rows`)."""
+is np.isin, one component is one row (`find_rows`), and `smallarrays` is numpy's median and odd padding."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from digitrec.segment import find_rows, has_label
+from digitrec.smallarrays import median, pad_odd_reflect
 
 
 def test_has_label_is_isin() -> None:
@@ -26,3 +27,27 @@ def test_one_component_is_one_row() -> None:
     cv2.line(mask, (45, 5), (50, 35), 1, 3)
     _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     assert sorted(map(sorted, find_rows(stats, [1, 2]))) == [[1, 2]]
+
+
+def test_median_is_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(3000):
+        size = int(rng.integers(1, 200))
+        dtype = np.float32 if trial % 3 else np.float64
+        values = [rng.random(size), rng.integers(0, 4, size), rng.normal(size=size) * 1e3][trial % 3].astype(dtype)
+        if trial % 50 == 0:
+            values[int(rng.integers(0, size))] = np.nan
+        if trial % 7 == 0:
+            values = values[: size - size % 2].reshape(2, -1) if size > 1 else values  # 2-D: all axes, as numpy
+        expected, got = np.median(values), median(values)
+        assert type(got) is type(expected) and np.array_equal(expected, got, equal_nan=True)
+    assert median(np.arange(7)) == np.median(np.arange(7))  # integers: numpy's own rules (a float)
+    assert type(median(np.arange(7))) is type(np.median(np.arange(7)))
+
+
+def test_pad_odd_reflect_is_numpys() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(1000):
+        image = (rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)))) * 2 - 0.5).astype(np.float32)
+        width = int(rng.integers(0, 12))
+        assert np.array_equal(pad_odd_reflect(image, width), np.pad(image, width, mode="reflect", reflect_type="odd"))

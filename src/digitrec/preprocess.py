@@ -25,6 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from digitrec import smallarrays
+
 MNIST_SIZE = 28
 MNIST_BOX = 20  # MNIST digits were scaled to fit 20x20, then centred by mass in 28x28
 ANALYSIS_MAX_SIDE = 640  # find ink at most this big: ~2 ms for a 1000x1000 photo, digits still >= ~10 px
@@ -124,7 +126,7 @@ def estimate_background(paper: np.ndarray) -> np.ndarray:
     # A closing is exact for a gradient only where its window fits; at the edges, continue the gradient
     # (odd reflection, clipped to the image's own range so ink at the edge does not mirror into glare).
     pad = size // 2 + 1
-    padded = np.pad(small, pad, mode="reflect", reflect_type="odd").clip(small.min(), small.max())
+    padded = smallarrays.pad_odd_reflect(small, pad).clip(small.min(), small.max())  # np.pad's odd reflection
     closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[pad:-pad, pad:-pad]
     smooth = max(3, (size // 2) | 1)
     closed = cv2.blur(closed, (smooth, smooth))
@@ -170,8 +172,8 @@ def ink_levels(contrast: np.ndarray) -> tuple[float, float, float]:
         # Two clear classes (a bold digit filling the frame: ink is 30-60% of the pixels): the paper's own
         # spread is its class's, not the whole image's, which the ink would inflate past any ink contrast.
         paper = sample[sample < otsu / 255.0]
-    median = float(np.median(paper))
-    noise = 1.4826 * float(np.median(np.abs(paper - median)))  # robust sigma: the paper dominates
+    median = float(smallarrays.median(paper))
+    noise = 1.4826 * float(smallarrays.median(np.abs(paper - median)))  # robust sigma: the paper dominates
     floor = median + 3.0 * noise
     threshold = max(otsu / 255.0, median + NOISE_SIGMAS * noise, MIN_CONTRAST)
     return min(floor, threshold / 2), max(floor, threshold / 2), threshold
@@ -260,7 +262,7 @@ def ink_map(small: np.ndarray, scale: float, dark: bool) -> InkMap:
     steps = {
         "analysis_size": [int(small.shape[1]), int(small.shape[0])],
         "polarity": "dark ink on light paper" if dark else "light ink on dark background",
-        "paper_tone": round(float(np.median(background[::8, ::8])), 3),
+        "paper_tone": round(float(smallarrays.median(background[::8, ::8])), 3),
         "threshold": round(threshold, 3),
         "noise_floor": round(floor, 3),
         "ink_fraction": round(float(mask.mean()), 4),

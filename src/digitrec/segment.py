@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from digitrec import smallarrays
 from digitrec.frames import remove_frames
 from digitrec.preprocess import MAX_WRITING_SHARE, InkMap, stroke_width
 
@@ -107,7 +108,7 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     rest = mask & (horizontal == 0)
     if not rest.any():
         return mask, 0  # nothing but the "line": it may be the digit (a dash, a 1 lying down); keep it
-    rest_contrast = float(np.median(contrast[rest]))
+    rest_contrast = float(smallarrays.median(contrast[rest]))
     rest_width = stroke_width(rest)
     lines = np.zeros_like(mask)
     removed = 0
@@ -118,8 +119,8 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
         # Thickness: the ink a few rows either side counts too (a digit's bar is as thick as its strokes).
         columns = band[top:bottom].any(axis=0)
         around = mask[max(0, top - 3) : bottom + 3, columns]
-        thickness = float(np.median(around.sum(axis=0))) if around.size else 0.0
-        faint = float(np.median(contrast[band])) < 0.7 * rest_contrast
+        thickness = float(smallarrays.median(around.sum(axis=0))) if around.size else 0.0
+        faint = float(smallarrays.median(contrast[band])) < 0.7 * rest_contrast
         if faint or thickness < 0.7 * rest_width:
             lines |= band
             removed += 1
@@ -255,7 +256,7 @@ def is_shadow_band(component: np.ndarray, labels: np.ndarray, label: int, ink: I
     if np.count_nonzero(ring) < 20:
         return False  # nothing around it to compare with: a digit filling the picture
     tones = cv2.GaussianBlur(ink.paper[y0:y1, x0:x1], (0, 0), 1.0)
-    own = float(np.median(tones[window > 0]))
+    own = float(smallarrays.median(tones[window > 0]))
     dark, light = (float(v) for v in np.percentile(tones[ring], [20, 80]))
     against_paper = (light - own) / max(light, 1e-3)
     # Not darker than its lighter surroundings, or much lighter than its darker ones: the outline of a stroke
@@ -320,7 +321,7 @@ def find_rows(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
     lefts = np.array([stats[label][0] for label in keep], np.float64)
     rights = lefts + np.array([stats[label][2] for label in keep], np.float64)
     anchor = heights >= 0.4 * heights.max()
-    typical = float(np.median(heights[anchor]))
+    typical = float(smallarrays.median(heights[anchor]))
     linking = anchor & (heights <= 1.6 * typical)
     parent = list(range(len(keep)))
 
@@ -377,7 +378,8 @@ def is_dot_or_noise(labels: np.ndarray, stats: np.ndarray, members: list[int],
     if max(w, h) < 6:
         return False  # too small to judge; the height rules decide
     window = has_label(labels[y : y + h, x : x + w], members).astype(np.uint8)
-    thickest = 2.0 * float(cv2.distanceTransform(np.pad(window, 1), cv2.DIST_L2, 3).max())
+    framed = cv2.copyMakeBorder(window, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # np.pad(window, 1), faster
+    thickest = 2.0 * float(cv2.distanceTransform(framed, cv2.DIST_L2, 3).max())
     return thickest >= BLOB_THICKNESS * max(w, h)
 
 
