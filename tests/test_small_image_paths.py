@@ -1,5 +1,6 @@
 """Shortcuts the reading takes for small, simple images give what the general code gives: `segment.has_label`
-is np.isin, one component is one row (`find_rows`), and `smallarrays` is numpy's median and odd padding."""
+is np.isin, one component is one row (`find_rows`), and `smallarrays` is numpy's median, percentile and odd
+padding."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import cv2
 import numpy as np
 
 from digitrec.segment import find_rows, has_label
-from digitrec.smallarrays import median, pad_odd_reflect
+from digitrec.smallarrays import median, pad_odd_reflect, percentile
 
 
 def test_has_label_is_isin() -> None:
@@ -51,3 +52,16 @@ def test_pad_odd_reflect_is_numpys() -> None:
         image = (rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)))) * 2 - 0.5).astype(np.float32)
         width = int(rng.integers(0, 12))
         assert np.array_equal(pad_odd_reflect(image, width), np.pad(image, width, mode="reflect", reflect_type="odd"))
+
+
+def test_percentile_is_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(3000):
+        size = int(rng.integers(1, 300))
+        dtype = np.float32 if trial % 3 else np.float64
+        values = [rng.random(size), rng.integers(0, 4, size), rng.normal(size=size) * 1e3][trial % 3].astype(dtype)
+        if trial % 50 == 0:
+            values[int(rng.integers(0, size))] = np.nan
+        q = (90, 20, 80, 50, 0, 100, 99.5, 12.3)[trial % 8]
+        expected, got = np.percentile(values, q), percentile(values, q)
+        assert type(got) is type(expected) and np.array_equal(expected, got, equal_nan=True)

@@ -258,7 +258,7 @@ def ink_map(small: np.ndarray, scale: float, dark: bool) -> InkMap:
     # 4. threshold: Otsu, above the noise
     floor, weak, threshold = ink_levels(contrast)
     mask = hysteresis(contrast, weak, threshold)
-    full = float(np.percentile(contrast[mask], 90)) if mask.any() else 1.0
+    full = float(smallarrays.percentile(contrast[mask], 90)) if mask.any() else 1.0
     steps = {
         "analysis_size": [int(small.shape[1]), int(small.shape[0])],
         "polarity": "dark ink on light paper" if dark else "light ink on dark background",
