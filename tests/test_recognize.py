@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -407,3 +408,15 @@ def test_a_lone_narrow_pair_read_whole_with_doubt_is_still_cut() -> None:
     page[20:100, 72:80] = 0
     page[58:62, 38:72] = 0  # the two 1s touch
     assert recognize(png_bytes(page), PairClassifier(), "auto").number == "11"
+
+
+def test_a_bold_one_filling_a_tight_crop_is_read_in_the_other_polarity() -> None:
+    """A bold 1 cropped tight, over half the picture: the polarity vote takes the paper left either side of
+    it for the ink, and those strips along the frame are dropped as the frame's edge. All the ink having
+    lain along the frame, the other polarity (dense: the 1) is read instead."""
+    rng = np.random.default_rng(0)
+    page = np.full((90, 30), 0.9, np.float32)
+    page[:, 7:23] = 0.12
+    page = cv2.GaussianBlur(page, (0, 0), 1.2) + rng.normal(0, 0.01, page.shape).astype(np.float32)
+    result = recognize(png_bytes((np.clip(page, 0, 1) * 255).astype(np.uint8)), BarClassifier(), "auto")
+    assert result.number == "1" and result.steps["polarity_flipped"]

@@ -233,6 +233,16 @@ def find_ink(grey: np.ndarray) -> InkMap:
     return ink
 
 
+def other_polarity(ink: InkMap) -> InkMap | None:
+    """The same picture's `InkMap` in the other polarity, or None when that one's ink is implausible (none,
+    or more than MAX_WRITING_SHARE of the picture)."""
+    if ink.paper is None:
+        return None
+    other = ink_map(ink.paper if ink.dark_ink else 1.0 - ink.paper, ink.scale, not ink.dark_ink)
+    share = float(other.mask.mean())
+    return other if 0.0 < share <= MAX_WRITING_SHARE else None
+
+
 def tone_separation(grey: np.ndarray, mask: np.ndarray, dark: bool) -> float:
     """How clearly the ink `mask` stands apart from the rest in tone, the ink on its polarity's side:
     the gap between their mean tones over their pooled standard deviation (negative: the wrong side)."""

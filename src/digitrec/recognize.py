@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
-from digitrec.preprocess import InkMap, find_ink, render_digit
+from digitrec.preprocess import DENSE_SHARE, InkMap, find_ink, other_polarity, render_digit
 from digitrec.runtime import Classifier, Scores, Thresholds, classify, decision_thresholds
 from digitrec.segment import Group, Segmentation, group_mask, merge_groups, segment_ink, split_group
 from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces
@@ -39,6 +39,7 @@ MAX_CROPS = 600  # bound the crops one image sends to the classifier (pieces of 
 # Measured with benchmarks/real_images.py on fresh renderings: 0.90 flags 1.4% of the bundled model's single
 # digits and catches 57% of its errors; the rest are confident mistakes no threshold separates.
 LOW_CONFIDENCE = Thresholds().low_confidence
+FRAMED_SHARE = 0.5  # nothing found, and this much of the ink lay along the frame: try the other polarity
 SPLIT_ASPECT = 0.55  # a group wider than this (width / height) may be touching digits: try cutting it ...
 CONTEXT_GROUPS = 3  # ... and, in an image of at least this many groups, ...
 CONTEXT_WIDER = 1.4  # ... only if it is this much wider than their median
@@ -368,6 +369,16 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     # 1. ink, 2. rows of digit groups
     ink = find_ink(grey)
     segmentation = segment_ink(ink)
+    if not segmentation.groups and segmentation.framed_share >= FRAMED_SHARE:
+        # All there was lay along the frame: in a bold digit's tight crop read in the wrong polarity, that is
+        # the paper left between the digit and the frame (a 1's margins). The other polarity, when its ink
+        # is dense (the digit), is read instead.
+        other = other_polarity(ink)
+        if other is not None and float(other.mask.mean()) > DENSE_SHARE:
+            flipped = segment_ink(other)
+            if flipped.groups:
+                other.steps["polarity_flipped"] = True
+                ink, segmentation = other, flipped
     steps: dict[str, Any] = {**ink.steps, "groups": len(segmentation.groups), "rows": len(segmentation.rows),
                              "lines_removed": segmentation.lines_removed,
                              "specks_removed": segmentation.specks_removed}

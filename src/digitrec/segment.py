@@ -84,6 +84,9 @@ class Segmentation:
     lines_removed: int
     specks_removed: int
     rows: tuple[tuple[Group, ...], ...] = ()
+    # The share of the ink that lay along the picture's border as strips (`is_paper_edge`, `is_border_strip`):
+    # the frame's edge, or the paper left between the frame and a bold digit read in the wrong polarity.
+    framed_share: float = 0.0
 
 
 def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, int]:
@@ -402,11 +405,13 @@ def segment_ink(ink: InkMap) -> Segmentation:
     areas = stats[1:, cv2.CC_STAT_AREA]
     order = np.argsort(areas)[::-1][:MAX_COMPONENTS] + 1
     largest = int(areas.max())
-    keep = [int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest
-            and not is_paper_edge(stats[label], mask.shape)
-            and not is_crease_or_edge(stats[label], labels, int(label), ink.background)
-            and not is_border_strip(stats[label], labels, int(label))
-            and not is_shadow_band(stats[label], labels, int(label), ink)]
+    keep, framed = [], 0
+    for label in (int(label) for label in order if stats[label][cv2.CC_STAT_AREA] >= SPECK_AREA * largest):
+        if is_paper_edge(stats[label], mask.shape) or is_border_strip(stats[label], labels, label):
+            framed += int(stats[label][cv2.CC_STAT_AREA])
+        elif not is_crease_or_edge(stats[label], labels, label, ink.background) \
+                and not is_shadow_band(stats[label], labels, label, ink):
+            keep.append(label)
     specks = count - 1 - len(keep)
     if len(keep) > MAX_KEPT_COMPONENTS:  # hundreds of similar pieces: noise, not writing
         return Segmentation(labels, (), lines, count - 1)
@@ -434,7 +439,8 @@ def segment_ink(ink: InkMap) -> Segmentation:
             groups.append(Group(tuple(labels_), box))
         if groups:
             rows.append(tuple(groups))
-    return Segmentation(labels, tuple(group for row in rows for group in row), lines, specks, tuple(rows))
+    return Segmentation(labels, tuple(group for row in rows for group in row), lines, specks, tuple(rows),
+                        framed / max(1, int(np.count_nonzero(mask))))
 
 
 def has_label(labels: np.ndarray, members: tuple[int, ...] | list[int]) -> np.ndarray:
