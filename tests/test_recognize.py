@@ -328,6 +328,25 @@ def test_a_non_digit_is_not_read_from_its_digit_like_part(whole_not_digit: float
     assert partly_rejected(scores, 0, list(range(1, len(pieces) + 1)), thresholds) is rejected
 
 
+@pytest.mark.parametrize(
+    ("whole_not_digit", "pieces", "crossed", "rejected"),
+    [(0.95, [(7, 1.00, 0.01), (4, 1.00, 0.17)], [2], True),  # "#" cut between its uprights: both bars crossed
+     (0.95, [(6, 0.97, 0.03), (2, 1.00, 0.07), (0, 0.87, 0.19)], [2, 2], True),  # an infinity sign's loops
+     (0.95, [(7, 1.00, 0.01), (4, 1.00, 0.17)], [1], False),  # a touching "74": they meet at one stroke
+     (0.95, [(9, 1.00, 0.00), (8, 0.99, 0.00)], [2], False),  # a touching "98", each piece very sure
+     (0.30, [(7, 1.00, 0.01), (4, 1.00, 0.17)], [2], False)],  # the whole may be digits
+    ids=["hash", "infinity", "one-stroke", "very-sure", "whole-digits"],
+)
+def test_a_non_digit_cut_across_its_strokes_is_not_read(whole_not_digit: float, pieces: list, crossed: list,
+                                                        rejected: bool) -> None:
+    from digitrec.recognize import crossing_cuts
+    from digitrec.runtime import Thresholds
+
+    scores = scores_of([(0, 0.5, whole_not_digit), *pieces])
+    thresholds = Thresholds(not_digit=0.77, low_confidence=0.954)
+    assert crossing_cuts(scores, 0, list(range(1, len(pieces) + 1)), crossed, thresholds) is rejected
+
+
 class BarClassifier:
     """A stand-in classifier with a not-a-digit output: a crop whose ink is one upright bar (its columns
     span under 5 of 28) is a sure 1; anything else is not a digit."""

@@ -314,6 +314,18 @@ def partly_rejected(scores: Any, at: int, chosen: list[int], thresholds: Thresho
     return bool(np.any(scores.not_digit[chosen] >= thresholds.not_digit))
 
 
+def crossing_cuts(scores: Any, at: int, chosen: list[int], crossed: list[int], thresholds: Thresholds) -> bool:
+    """Whether a lone group's cut reading splits a thing the model rejects where no two digits touch: the
+    whole (row `at` of the batch) is not a digit, every cut between the pieces `chosen` crosses two strokes
+    or more (`crossed`: "#" cut between its uprights crosses both bars, an infinity sign cut at its twist
+    crosses both loops), and not every piece is a very sure digit (not-a-digit under ALONE_NOT_DIGIT of the
+    threshold). Digits written touching meet at one stroke, and where they cross more, each is very sure.
+    """
+    if len(chosen) < 2 or scores.not_digit[at] < thresholds.not_digit or min(crossed, default=0) < 2:
+        return False
+    return bool(np.any(scores.not_digit[chosen] >= ALONE_NOT_DIGIT * thresholds.not_digit))
+
+
 def loops_read_as_zeros(scores: Any, at: int, chosen: list[int], pieces: list[Group], thresholds: Thresholds) -> bool:
     """Whether a lone group's cut reading is a sign's loops, each read as a 0: the whole (row `at` of the
     batch) is not a digit, and every piece is a 0 at least FLAT_ZERO times as wide as it is tall (an
@@ -462,6 +474,8 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                 if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds) \
                         or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds) \
                         or partly_rejected(scores, start + uncut, [start + index for index in taken], thresholds) \
+                        or crossing_cuts(scores, start + uncut, [start + index for index in taken],
+                                         [strokes[0][pieces[index].stop] for index in taken[:-1]], thresholds) \
                         or loops_read_as_zeros(scores, start + uncut, [start + index for index in taken],
                                                [pieces[index].group for index in taken], thresholds):
                     outvoted += 1
