@@ -6,11 +6,12 @@ quarter epoch. The clock measures training wall time only: it is paused while th
 The test set is only measured here; the recipes were chosen on the validation split.
 
     .venv/bin/python benchmarks/train_speed.py --repeat 3     # the README's table, ~30 minutes
+    .venv/bin/python benchmarks/train_speed.py --recipe fast --repeat 3     # the 3x goal, ~3-5 minutes
     .venv/bin/python benchmarks/train_speed.py --quick        # smoke run, ~1 minute
 
 "seed" is the original recipe as it trained (seed CNN, Adam 1e-3, batch 32, no augmentation, 5 epochs,
 stopped once it reaches 99.0%); the others are `digitrec train --recipe NAME` recipes from
-`digitrec.recipes.NAMED_RECIPES` (default: fast and fast-995). With `--repeat N` every recipe runs N times,
+`digitrec.recipes.NAMED_RECIPES` (default: fast and fast-accurate). With `--repeat N` every recipe runs N times,
 interleaved (seed, fast, ..., seed, fast, ...), repetition i with seed i, and the summary gives the median
 and the range of the N runs beside the machine's load average sampled during each run. Timings on a shared
 machine are noisy: compare recipes within one invocation, and read the load column.
