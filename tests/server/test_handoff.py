@@ -143,3 +143,35 @@ def test_results_after_shutdown_are_dropped_quietly() -> None:
     finally:
         threading.excepthook = original
     assert outcome == []
+
+
+def test_one_job_wakes_one_thread() -> None:
+    """Each job wakes one idle recognition thread, not all of them (each needless wake-up is a context switch
+    and a turn at the GIL). Counted from the threads' voluntary context switches in /proc."""
+    admit = admission(threads=8)
+    names = {f"digitrec-recognize-{index}" for index in range(8)}
+
+    def switches() -> int:
+        total = 0
+        for thread in threading.enumerate():
+            if thread.name in names and thread.native_id is not None:
+                with open(f"/proc/self/task/{thread.native_id}/status") as file:
+                    status = file.read()
+                total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        return total
+
+    async def main() -> None:
+        deadline = time.monotonic() + 30
+        for value in range(200):  # one at a time: every other thread is idle, waiting
+            await admit.run(partial(abs, -value), deadline=deadline)
+            assert value >= 0
+
+    try:
+        time.sleep(0.1)  # the threads are up and waiting
+        before = switches()
+        run_on("uvloop", main)
+        woken = switches() - before
+    finally:
+        admit.shutdown()
+    # ~2-4 per job (its thread's wake-up, turns at the GIL with the loop); with notify_all 8 or more: all 8 woke
+    assert woken < 5.5 * 200, woken

@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from functools import partial
 from typing import Any, TypeVar
 
 from digitrec.bundle import ModelSource
@@ -152,13 +151,21 @@ class TwoLanePool:
         for index in range(threads):
             threading.Thread(target=self._serve, name=f"digitrec-recognize-{index}", daemon=True).start()
 
-    def submit(self, big: bool, function: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, big: bool, function: Callable[..., T], *args: Any,
+               on_done: Callable[[Future[T]], object] | None = None) -> Future[T]:
+        """Queue `function(*args)`; `on_done(future)` is attached before any thread can see the work (a
+        callback added later waited on the future's lock while a thread was starting it)."""
         future: Future[T] = Future()
+        if on_done is not None:
+            future.add_done_callback(on_done)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the recognition threads are shut down")
             self._lanes[big].append((future, function, args))
-            self._cond.notify_all()
+            # One thread for one job: notify_all woke every idle thread, all but one only to find the queue
+            # empty and sleep again (a wake-up, a switch and a turn at the GIL each, per request). A thread
+            # woken for a big job it may not take yet is woken again when a big one ends (`_serve`).
+            self._cond.notify()
         return future
 
     def _next(self) -> tuple[Any, bool] | None:
@@ -354,17 +361,23 @@ class Admission:
             holding.hold()
         with self._waiting_lock:
             self._waiting[job] = (now, big)
+        # Not chained to the work's future (as asyncio.wrap_future would): cancelling the request cancels only
+        # this wait; work that has started finishes on its thread (a thread cannot be stopped), its budgets
+        # then given back.
+        handoff = self._loop_handoff()
+        waiting = handoff.loop.create_future()
+
+        def finished(done: Future[T]) -> None:  # on the thread that ran it (or the loop, when cancelled)
+            try:
+                self._done(holding, job)
+            finally:
+                handoff.deliver(waiting, done)
+
         try:
-            future = self.pool.submit(big, self._in_worker, work, deadline, job)
+            future = self.pool.submit(big, self._in_worker, work, deadline, job, on_done=finished)
         except RuntimeError:  # shutting down
             self._done(holding, job)
             raise ServerBusy("the server is shutting down") from None
-        future.add_done_callback(lambda _: self._done(holding, job))
-        # Not chained to `future` (as asyncio.wrap_future would): cancelling the request cancels only this
-        # wait; work that has started finishes on its thread (a thread cannot be stopped), its budgets then given back.
-        handoff = self._loop_handoff()
-        waiting = handoff.loop.create_future()
-        future.add_done_callback(partial(handoff.deliver, waiting))
         timer = handoff.loop.call_later(self.max_queue_wait_s, self._queue_timed_out, future, waiting)
         try:
             return await waiting
