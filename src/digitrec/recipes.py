@@ -37,7 +37,7 @@ RECIPES: dict[str, Recipe] = {
     "bn-strided-cnn-fast": Recipe(epochs=2, batch_size=64, learning_rate=2e-3, schedule="one-cycle",
                                   augment=False),
     # `--recipe fast`: on validation 99.0% after 1.5, 1.5 and 1.75 epochs (seeds 0-2) at batch 64, peak 4e-3;
-    # peak 2e-3 was slower, batch 128 (cheaper steps) needed 1.5-2 epochs, batch 256 2.
+    # peak 3e-3 or 6e-3 no sooner (1.5-1.75), batch 128 (cheaper steps) needed 1.5-2 epochs, batch 256 2.
     "s2d-cnn-fast": Recipe(epochs=2, batch_size=64, learning_rate=4e-3, schedule="one-cycle", augment=False),
 }
 
