@@ -179,12 +179,19 @@ def fuse_batch_norm(model: keras.Model) -> int:
 
     fused = 0
     for layer in _all_layers(model):
-        if (isinstance(layer, keras.layers.BatchNormalization) and len(layer.input.shape) == 4
+        if (isinstance(layer, keras.layers.BatchNormalization) and _input_rank(layer) == 4
                 and layer.axis in (-1, 3) and layer.scale and layer.center
                 and not getattr(layer, "renorm", False) and not getattr(layer, "synchronized", False)):
             layer.call = types.MethodType(fused_call, layer)
             fused += 1
     return fused
+
+
+def _input_rank(layer: keras.layers.Layer) -> int | None:
+    try:
+        return len(layer.input.shape)
+    except (AttributeError, ValueError):  # never called, or called on several inputs: leave it alone
+        return None
 
 
 def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
