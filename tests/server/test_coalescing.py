@@ -5,12 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from typing import Any
 
 import pytest
 import uvloop
 
 from digitrec.server.connections import COALESCE_BYTES, CoalescingTransport
+
+
+def in_a_thread(loop: asyncio.AbstractEventLoop, main: Any) -> None:
+    """Run main() on `loop` in a thread of its own (this one may have a loop running: Playwright's sync API
+    leaves one in the main thread)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
 
 
 class Recorder:
@@ -78,7 +97,7 @@ def test_writes_of_one_turn_leave_as_one(new_loop: Any) -> None:
             assert b"dropped" not in inner.events
             assert transport.is_closing() is False  # the rest is the transport's own
 
-        loop.run_until_complete(answer())
+        in_a_thread(loop, answer)
     finally:
         loop.close()
 
@@ -110,7 +129,7 @@ def test_a_plain_socket_is_written_directly_when_nothing_is_queued() -> None:
                 await asyncio.sleep(0)
             assert inner.events[-1] == b"lost"
 
-        loop.run_until_complete(answer())
+        in_a_thread(loop, answer)
     finally:
         ours.close()
         loop.close()
