@@ -39,6 +39,7 @@ from digitrec.train import (
     AGREEMENT_IMAGES,
     VALIDATION_SIZE,
     TrainConfig,
+    all_layers,
     make_optimizer,
     split_validation,
     write_bundle,
@@ -161,16 +162,6 @@ def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> floa
     if len(labels) == 0:
         return float("nan")
     return float(np.mean(np.argmax(outputs(model, images), axis=1) == labels))
-
-
-def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer, including those inside nested models (the bundled 11-output model nests two)."""
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if hasattr(layer, "layers"):
-            found.extend(all_layers(layer))
-    return found
 
 
 def synthetic_negatives(count: int, seed: int, digits: np.ndarray) -> np.ndarray:

@@ -178,7 +178,7 @@ def fuse_batch_norm(model: keras.Model) -> int:
         return outputs
 
     fused = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if (isinstance(layer, keras.layers.BatchNormalization) and _input_rank(layer) == 4
                 and layer.axis in (-1, 3) and layer.scale and layer.center
                 and not getattr(layer, "renorm", False) and not getattr(layer, "synchronized", False)):
@@ -194,13 +194,14 @@ def _input_rank(layer: keras.layers.Layer) -> int | None:
         return None
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    layers = []
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer, including those inside nested models (the bundled 11-output model nests two)."""
+    found = []
     for layer in model.layers:
-        layers.append(layer)
-        if isinstance(layer, keras.Model):
-            layers.extend(_all_layers(layer))
-    return layers
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found.extend(all_layers(layer))
+    return found
 
 
 def epoch_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
