@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def test_add_list_delete_export(tmp_path: Path, pictures, capsys: pytest.Capture
     first_item = listing["items"][-1]  # newest first
     assert first_item["label"] == str(label0) and first_item["source"] == "cli" and first_item["n_inputs"] == 1
     assert first_item["answer"]["digit"] == label0  # what the model read is kept
+    # the original file is kept as it was sent, byte for byte (not its decoded pixels)
+    original = first.read_bytes()
+    assert first_item["image_size"] == len(original)
+    assert first_item["image_sha256"] == hashlib.sha256(original).hexdigest()
+    with open_store(str(tmp_path / "store.db")) as opened:
+        kept = opened.get(first_item["id"])
+        assert kept is not None and kept.image == original
 
     assert main(["feedback", "delete", "8", *store]) == 0
     assert main(["feedback", "delete", "8", *store]) == 1

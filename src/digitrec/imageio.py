@@ -61,7 +61,7 @@ STRIP_PIXELS = 4_000_000  # composite transparency in strips this big, so a 40 M
 
 # Called with (format, width, height) just before pixels are decoded; may raise to refuse (the server's
 # shared pixel budget). A context variable so concurrent decodes in other threads each see their own.
-decode_admission: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+decode_admission: contextvars.ContextVar[Callable[[str | None, int, int], None] | None] = contextvars.ContextVar(
     "decode_admission", default=None)
 
 _heif_registered = False
@@ -251,7 +251,16 @@ def check_decode_cost(data: bytes, image_format: str | None, width: int, height:
 
 def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read and decode an image file -> (H, W) float32 grey in [0, 1]; see `decode_image`.
+    """Read and decode an image file -> (H, W) float32 grey in [0, 1]; see `read_image_bytes`, `decode_image`."""
+    data = read_image_bytes(path, max_bytes=max_bytes)
+    try:
+        return decode_image(data, max_pixels=max_pixels)
+    except ImageError as error:
+        raise type(error)(f"{path}: {error}") from error
+
+
+def read_image_bytes(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """An image file's bytes, undecoded (what a correction stores, what `recognize` takes).
 
     Refuses anything but a regular file (a FIFO would block a read forever) and files over `max_bytes`;
     a missing file raises FileNotFoundError.
@@ -276,10 +285,7 @@ def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
             os.close(descriptor)
     if len(data) > max_bytes:  # the file grew while we read it
         raise ImageTooLargeError(f"{path}: file too large (limit {max_bytes:,} bytes)")
-    try:
-        return decode_image(data, max_pixels=max_pixels)
-    except ImageError as error:
-        raise type(error)(f"{path}: {error}") from error
+    return data
 
 
 def release_to_grey(image) -> np.ndarray:  # image: PIL.Image.Image, loaded; closed on return

@@ -85,7 +85,7 @@ def read_csv(path: Path) -> list[tuple[Path, str]]:
 
 def add_corrections(store, args: argparse.Namespace) -> int:
     from digitrec.cli import UserError
-    from digitrec.imageio import read_image_file
+    from digitrec.imageio import read_image_bytes
     from digitrec.registry import serving_choice
     from digitrec.runtime import load_classifier
     from digitrec.store import parse_label
@@ -107,7 +107,7 @@ def add_corrections(store, args: argparse.Namespace) -> int:
     failed = 0
     for file, label in pairs:
         try:
-            data = read_image_file(file)
+            data = read_image_bytes(file)
             correction = capture(data, label, classifier, source="cli", mode=args.mode, model_version=version)
         except (ValueError, OSError) as error:  # one bad file does not stop the rest
             print(f"digitrec feedback add: error: {file}: {error}", file=sys.stderr)
