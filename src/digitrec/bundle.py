@@ -109,12 +109,12 @@ def resolve_model(path: str | Path | None) -> ModelSource:
     path = Path(path).expanduser()
     # A bundle being replaced by a writer without an atomic exchange is missing for an instant (or, if
     # that writer was killed then, until the next one): its previous version is read meanwhile.
-    folder = live_folder(path)
-    if folder is not None:
-        keras_path, tflite_path = _regular_or_absent(folder / KERAS_FILE), _regular_or_absent(folder / TFLITE_FILE)
+    live = live_folder(path)
+    if live is not None:
+        keras_path, tflite_path = _regular_or_absent(live / KERAS_FILE), _regular_or_absent(live / TFLITE_FILE)
         if keras_path is None and tflite_path is None:
             raise BundleError(f"{path}: not a model bundle (no {KERAS_FILE} or {TFLITE_FILE} inside)")
-        return ModelSource(keras_path, tflite_path, read_metadata(folder), str(path))
+        return ModelSource(keras_path, tflite_path, read_metadata(live), str(path))
     if not path.exists():
         raise BundleError(f"{path}: no such model file or bundle folder")
     suffix = path.suffix.lower()

@@ -31,6 +31,7 @@ MAX_IDX_BYTES = 2 * 1024**3
 _CHUNK = 1 << 20
 _NON_IDX_SAMPLE = 1024  # bytes read from a file that is not IDX, for the error message
 _TRAILING_SAMPLE = 1 << 20  # trailing bytes counted before giving up counting
+Stream = BinaryIO | gzip.GzipFile  # a plain file, or the inflating reader over one
 
 
 class IdxError(ValueError):
@@ -57,7 +58,7 @@ def read_bytes(path: Path, max_bytes: int = MAX_IDX_BYTES) -> bytes:
             raise IdxError(f"{path}: truncated or corrupt gzip data ({error})") from error
 
 
-def _read_capped(stream: BinaryIO, name: str, max_bytes: int) -> bytes:
+def _read_capped(stream: Stream, name: str, max_bytes: int) -> bytes:
     """The IDX bytes of `stream`: header, then exactly the data the header's shape needs (+1 to detect more)."""
     head = stream.read(4)
     if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES or head[3] == 0:
@@ -77,7 +78,7 @@ def _read_capped(stream: BinaryIO, name: str, max_bytes: int) -> bytes:
     return head + dims + data
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def _read_exactly(stream: Stream, size: int) -> bytes:
     """Up to `size` bytes (fewer only at the end of the stream), read in bounded chunks."""
     chunks, remaining = [], size
     while remaining > 0:

@@ -67,7 +67,7 @@ def pack(cache: Path, seeds: list[int], output: Path, base: Path, data_dir: Path
                 synth, dropped = drop_unfair_negatives({k: stored[k] for k in stored.files}, digit_model)
             log.info("%s-%d: %d crops kept, dropped %s", split, seed, len(synth["labels"]), dropped)
             parts[split].append((np.round(synth["images"] * 255), synth["labels"], synth["sources"]))
-    packed: dict[str, np.ndarray] = {}
+    packed: dict[str, Any] = {}  # name -> array (Any: numpy's stubs read **kwargs of arrays as its flags)
     for split, chunks in parts.items():
         packed[f"x_{split}"] = np.concatenate([c[0] for c in chunks]).astype(np.uint8)
         packed[f"y_{split}"] = np.concatenate([c[1] for c in chunks]).astype(np.int8)

@@ -165,7 +165,7 @@ def write_show(folder: Path, path: Path, grey: np.ndarray, result: Any) -> None:
     image.save(folder / f"{stem}.boxes.png")
     tiles = [(d.image * 255).round().astype(np.uint8) for d in result.digits] or [np.zeros((28, 28), np.uint8)]
     strip = np.concatenate([np.pad(tile, 1, constant_values=128) for tile in tiles], axis=1)  # (30, 30 n)
-    Image.fromarray(strip).resize((strip.shape[1] * 4, strip.shape[0] * 4), Image.NEAREST).save(
+    Image.fromarray(strip).resize((strip.shape[1] * 4, strip.shape[0] * 4), Image.Resampling.NEAREST).save(
         folder / f"{stem}.digits.png")
 
 

@@ -415,7 +415,7 @@ class Admission:
             raise ServerBusy("the server was too busy to start this request in time")
         taken: list[int] = []
 
-        def admit(image_format: str, width: int, height: int) -> None:
+        def admit(image_format: str | None, width: int, height: int) -> None:
             pixels = width * height
             if time.monotonic() + pixels * SECONDS_PER_PIXEL > deadline:
                 raise ServerBusy(f"too little time left to read a {width}x{height} image; retry"

@@ -136,7 +136,7 @@ def query_parameter(request: Request, name: str, kind: type[T], default: T) -> T
     if raw is None:
         return default
     try:
-        return validator(kind).validate_python(raw)
+        return validator(kind).validate_python(raw)  # type: ignore[arg-type]  # types are hashable
     except ValidationError as error:
         raise RequestValidationError([{**problem, "loc": ("query", name)} for problem in error.errors()]) from None
 

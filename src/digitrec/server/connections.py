@@ -160,13 +160,13 @@ class CoalescingTransport:
 def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = None) -> type[asyncio.Protocol]:
     """An HTTP protocol class for uvicorn's `http=` option, enforcing `settings`' connection limits."""
     base: Any = base_protocol()
-    table = table or ConnectionTable(settings.connection_limit)
+    shared = table if table is not None else ConnectionTable(settings.connection_limit)
     header_timeout = settings.header_timeout_s
     request_timeout = settings.request_timeout_s + REQUEST_GRACE_S
     max_header_bytes = settings.max_header_bytes
 
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
-        connections_table = table
+        connections_table = shared
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self._guard: asyncio.TimerHandle | None = None
@@ -175,7 +175,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             self._lingered = 0
             self._header_bytes = self._parsed_header_bytes = 0
             super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-            if not table.opened(self):
+            if not shared.opened(self):
                 self.close_guarded()
                 return
             self._wait_for_request()
@@ -184,7 +184,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             self._disarm()
             if not self._guard_closed:
                 self._guard_closed = True
-                table.closed(self)
+                shared.closed(self)
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -199,7 +199,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
                 return
             if self._in_request():  # this data completed a request's headers (and may hold body too)
                 self._header_bytes = self._parsed_header_bytes = 0
-                table.idle.pop(self, None)
+                shared.idle.pop(self, None)
                 self._arm(request_timeout)
                 return
             self._header_bytes += len(data)
@@ -239,7 +239,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             """
             self._lingering = True
             self._disarm()
-            table.idle.pop(self, None)
+            shared.idle.pop(self, None)
             if self.transport.can_write_eof():
                 self.transport.write_eof()
             self.transport.resume_reading()
@@ -249,8 +249,8 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
             return self.cycle is not None and not self.cycle.response_complete
 
         def _wait_for_request(self) -> None:
-            table.idle[self] = None
-            table.idle.move_to_end(self)
+            shared.idle[self] = None
+            shared.idle.move_to_end(self)
             self._arm(header_timeout)
 
         def _arm(self, seconds: float) -> None:
@@ -265,7 +265,7 @@ def guarded_protocol(settings: ServerSettings, table: ConnectionTable | None = N
         def close_guarded(self) -> None:
             """Close this connection now (timed out, or evicted for a newer one)."""
             self._disarm()
-            table.idle.pop(self, None)
+            shared.idle.pop(self, None)
             if self.cycle is not None and not self.cycle.response_complete:
                 self.cycle.disconnected = True  # the app sees http.disconnect, not a hang
             if not self.transport.is_closing():

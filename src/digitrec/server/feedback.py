@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 from typing import Annotated, Any
 
@@ -203,7 +203,7 @@ async def read_form(request: Request, max_bytes: int) -> tuple[bytes, dict[str, 
         if len(body) > max_bytes:
             raise too_large
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield bytes(body)
 
     try:

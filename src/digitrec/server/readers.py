@@ -69,7 +69,7 @@ def child_main(connection: Connection, warm_source: ModelSource | None = None) -
     classifier = None if warm_source is None else LiteRTClassifier(warm_source)
     allowed_formats()  # Pillow's plugins load on first use: ~1 s here, better spent before the first image
 
-    def admit(image_format: str, width: int, height: int) -> None:
+    def admit(image_format: str | None, width: int, height: int) -> None:
         if width * height < ADMIT_PIXELS:  # small: not worth a round trip (the threads bound how many run)
             return
         connection.send(("admit", image_format, width, height))
@@ -88,6 +88,8 @@ def child_main(connection: Connection, warm_source: ModelSource | None = None) -
         try:
             if source is not None:  # sent with the first image, and after a hot swap
                 classifier = LiteRTClassifier(source)
+            if classifier is None:
+                raise RuntimeError("no model was sent to this reader before its first image")
             answer: tuple[str, Any] = ("done", recognize(data, classifier, mode, max_pixels=max_pixels))
         except ReaderBusy as refusal:
             answer = ("busy", str(refusal))

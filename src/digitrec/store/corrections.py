@@ -168,8 +168,10 @@ class CorrectionStore:
             "image_size": new.image_size, "image_sha256": new.image_sha256, "image_reduced": new.image_reduced,
             "inputs": inputs.tobytes(), "n_inputs": len(inputs),
         }
-        result = self._write(sa.insert(corrections).values(**values))
-        return int(result.inserted_primary_key[0])
+        key = self._write(sa.insert(corrections).values(**values)).inserted_primary_key
+        if key is None:  # SQLAlchemy gives one for every single-row insert into a table with a primary key
+            raise StoreError(f"store {self.description}: the new correction got no id")
+        return int(key[0])
 
     def delete(self, correction_id: int) -> bool:
         """Delete one correction; False when there was none with that id."""
