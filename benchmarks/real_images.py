@@ -53,6 +53,9 @@ class Style:
     ruled: bool = False
     small_in_big: bool = False  # a ~40 px digit in a 1000 px photo
     transparent: bool = False  # a canvas drawing saved as RGBA PNG with transparent background
+    # The pen's colour as a share of the paper's, per channel (R, G, B), instead of the stroke's own: faint
+    # pens (light pencil, yellow, light blue) at a chosen contrast (benchmarks/faint_ink.py). None: the stroke's.
+    pen: tuple[float, float, float] | None = None
 
 
 def digit_ink(usps: np.ndarray, height: int, rng: np.random.Generator, style: Style) -> np.ndarray:
@@ -124,6 +127,8 @@ def photograph(ink: np.ndarray, rng: np.random.Generator, style: Style) -> bytes
         pens = {"pen": [0.08, 0.08, 0.12], "marker": [0.05, 0.05, 0.05], "ballpoint": [0.1, 0.15, 0.55],
                 "pencil": [0.45, 0.45, 0.47]}
         pen = np.array(pens[style.stroke]) * (rng.uniform(0.6, 1.4) if style.photo else 1.0)
+        if style.pen is not None:  # after the draw above, so every other condition's images stay the same
+            pen = paper * np.asarray(style.pen)
     rgb = np.ones((size_h, size_w, 3), np.float32) * paper.astype(np.float32)
     if style.ruled:
         spacing = max(8, round(ih * rng.uniform(0.5, 0.9)))

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from digitrec.preprocess import (
+    faint_ink,
     find_ink,
     ink_is_dark,
+    ink_map,
     normalize_stroke,
     preprocess,
     stroke_width,
@@ -146,3 +148,40 @@ def test_bold_one_cropped_tight_keeps_its_polarity(dark: bool) -> None:
     truth[:, 14:24] = True
     assert ink.dark_ink == dark
     assert (ink.mask & truth).sum() / (ink.mask | truth).sum() > 0.8
+
+
+def faint_page(digit: np.ndarray | None, contrast: float, rng: np.random.Generator, size: int = 200) -> np.ndarray:
+    """A phone photo of `digit` (MNIST, 90 px) written `contrast` darker than its paper (light pencil, a
+    yellow pen), the light falling off across the page, a little focus blur and sensor noise; None: blank."""
+    paper = 0.88 * np.linspace(1.0, 0.8, size, dtype=np.float32)[None, :] * np.ones((size, 1), np.float32)
+    alpha = np.zeros((size, size), np.float32)
+    if digit is not None:
+        alpha[50:140, 60:150] = cv2.resize(digit.astype(np.float32) / 255, (90, 90)).clip(0, 1)
+    grey = cv2.GaussianBlur(paper * (1 - contrast * alpha), (0, 0), 0.7)
+    return (grey + rng.normal(0, 0.01, grey.shape)).clip(0, 1).astype(np.float32)
+
+
+def test_faint_ink_is_found(mnist_digits) -> None:
+    # Strokes 8-10% darker than the paper are under MIN_CONTRAST (0.12): before, no ink at all (the page
+    # answered "nothing found" for a digit anyone can see). They stand 6+ noise sigmas above the smoothed paper.
+    images, _ = mnist_digits
+    rng = np.random.default_rng(5)
+    for digit, contrast in zip(images[:6], (0.08, 0.09, 0.1, 0.08, 0.09, 0.1), strict=True):
+        ink = find_ink(faint_page(digit, contrast, rng))
+        truth = cv2.resize(digit, (90, 90)) > 128
+        found = ink.mask[50:140, 60:150]
+        assert ink.steps.get("faint_ink") and (found & truth).sum() >= 0.6 * truth.sum()
+        assert not ink.mask[:45].any() and not ink.mask[145:].any()  # nothing but the digit
+
+
+def test_faint_marks_reaching_the_frame_or_blobs_are_not_ink() -> None:
+    # At the faint threshold, what reaches the frame (a shadow's soft edge, a crease, the light's fall-off)
+    # and what is no stroke (a smudge) stay paper: only thin pieces wholly inside the picture are writing.
+    rng = np.random.default_rng(6)
+    shadow, crease, smudge = (faint_page(None, 0.0, rng) for _ in range(3))
+    shadow[:, 120:] *= np.linspace(1.0, 0.91, 80, dtype=np.float32)[None, :].clip(0.92, 1)
+    cv2.line(crease, (0, 30), (199, 170), float(crease[100, 100]) * 0.91, 1)
+    cv2.circle(smudge, (100, 100), 14, float(smudge[100, 100]) * 0.91, -1)
+    for grey in (faint_page(None, 0.0, rng), shadow, crease, cv2.GaussianBlur(smudge, (0, 0), 2.0)):
+        assert faint_ink(ink_map(grey, 1.0, dark=True)) is None
+        assert not find_ink(grey).steps.get("faint_ink")

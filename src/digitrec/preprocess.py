@@ -44,6 +44,18 @@ DENSE_SHARE = 0.2  # ink over this share of the picture is dense (a bold digit i
 # 5th/50th/95th percentiles 6.6 / 10.1 / 15.8 px. Strokes outside [MIN, MAX] are grown or thinned.
 MNIST_STROKE_80 = 10.0
 STROKE_RANGE_80 = (5.5, 17.0)
+# Faint ink (light pencil, a yellow or light-blue pen: strokes 5-12% darker than the paper, under MIN_CONTRAST)
+# is looked for only where nothing (or a few stray pixels) was found, on the contrast smoothed a little:
+FAINT_PIXELS = 25  # found less ink than this (recognize's "no ink"), ...
+FAINT_FULL_INK = 0.2  # ... or ink whose stroke core is fainter than this: look for faint ink
+FAINT_SMOOTH = 1.0  # sigma (px): pixel noise falls ~3.5x, a stroke wider than that keeps its level
+FAINT_MIN_CONTRAST = 0.05  # never under this (JPEG's blocks, a lens's vignetting, paper texture)
+FAINT_SIGMAS = 6.0  # ... and this many of the paper's own smoothed noise sigmas above it
+FAINT_MIN_SIDE = 8  # a faint piece is writing when it is this long (analysis px) or more, ...
+FAINT_THICKNESS = 0.35  # ... its stroke at most this share of its longer side (not a smudge), ...
+# ... and it lies wholly inside the picture: shadows, creases, paper edges and the lighting the background
+# estimate left over reach the frame. Thresholded this low they would be "ink"; a faint digit has paper round it.
+FAINT_MAX_COMPONENTS = 400  # more pieces than this at the faint threshold: grain, not writing
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,12 @@ def find_ink(grey: np.ndarray) -> InkMap:
     # and the "ink" is the halo of paper along its sides, of the paper's own tone: no apart at all.
     # (The edge of the picture used to decide: a bold digit cropped tight touches it more than its halo.)
     share = float(ink.mask.mean())
+    if share <= DENSE_SHARE and (share * ink.mask.size < FAINT_PIXELS or ink.full_ink < FAINT_FULL_INK):
+        # Nothing found, or only the darkest specks of faint writing (noise lifting a few of its pixels over
+        # the threshold): look for faint ink, and keep it when it is more than what was found.
+        faint = faint_ink(ink)
+        if faint is not None and np.count_nonzero(faint.mask) > share * ink.mask.size:
+            return faint
     if share == 0.0 or share > DENSE_SHARE:
         other = ink_map(small, scale, not dark)
         other_share = float(other.mask.mean())
@@ -231,6 +249,48 @@ def find_ink(grey: np.ndarray) -> InkMap:
             other.steps["polarity_flipped"] = True
             return other
     return ink
+
+
+def faint_ink(ink: InkMap) -> InkMap | None:
+    """The `InkMap` of faint writing that `ink`'s threshold missed, or None when there is none.
+
+    Light pencil, a yellow or a light-blue pen leave strokes 5-12% darker than the paper (in luminance),
+    under MIN_CONTRAST, which keeps lighting left over, shadows and creases out. Here the contrast is
+    smoothed a little (FAINT_SMOOTH), the threshold is FAINT_SIGMAS of the paper's own smoothed noise above
+    it (at least FAINT_MIN_CONTRAST), and only pieces that look like writing are kept: wholly inside the
+    picture (what reaches the frame is a shadow's, the paper's or a crease's edge, or lighting), a digit
+    stroke's length, and thin (a faint smudge or blob is not writing). Their map is the smoothed contrast.
+    """
+    smoothed = cv2.GaussianBlur(ink.contrast, (0, 0), FAINT_SMOOTH)
+    height, width = smoothed.shape
+    if min(height, width) < FAINT_MIN_SIDE + 2:
+        return None
+    sample = smoothed[:: max(1, height // 128), :: max(1, width // 128)]  # (<=~256)^2, as ink_levels
+    median = float(np.median(sample))
+    noise = 1.4826 * float(np.median(np.abs(sample - median)))  # robust sigma: the paper dominates
+    threshold = max(median + FAINT_SIGMAS * noise, FAINT_MIN_CONTRAST)
+    if threshold >= ink.threshold:
+        return None  # the noise allows nothing fainter than what was already looked for
+    floor = median + 3.0 * noise
+    mask = hysteresis(smoothed, max(floor, 0.5 * threshold), threshold)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1 or count > FAINT_MAX_COMPONENTS:
+        return None
+    keep = np.zeros(count, bool)
+    for label in range(1, count):
+        x, y, w, h, _area = (int(value) for value in stats[label])
+        if x == 0 or y == 0 or x + w == width or y + h == height or max(w, h) < FAINT_MIN_SIDE:
+            continue
+        keep[label] = stroke_width(labels[y : y + h, x : x + w] == label) <= FAINT_THICKNESS * max(w, h)
+    if not keep.any():
+        return None
+    mask = keep[labels]
+    full = float(np.percentile(smoothed[mask], 90))
+    floor = min(floor, 0.5 * threshold)
+    steps = {**ink.steps, "threshold": round(threshold, 3), "noise_floor": round(floor, 3),
+             "ink_fraction": round(float(mask.mean()), 4), "faint_ink": True}
+    return InkMap(smoothed, mask, ink.background, ink.scale, ink.dark_ink, threshold, floor, max(full, threshold),
+                  steps, ink.paper)
 
 
 def other_polarity(ink: InkMap) -> InkMap | None:
