@@ -39,6 +39,7 @@ NOISE_SIGMAS = 5.0  # ... and this many noise standard deviations above it
 # their proportions: the paper's noise is then measured on its own class (ink may be half the picture).
 BIMODAL_SEPARATION = 0.7
 MAX_WRITING_SHARE = 0.62  # writing (a bold digit cropped tight, its blur included) covers at most this share
+MAX_BOLD_SHARE = 0.9  # a bold 1 cropped tight, re-read on the paper's tone (`other_polarity`), is up to this
 DENSE_SHARE = 0.2  # ink over this share of the picture is dense (a bold digit in a tight crop): check polarity
 # Stroke width of MNIST digits, measured with `stroke_width` on the MNIST test set scaled to an 80 px box:
 # 5th/50th/95th percentiles 6.6 / 10.1 / 15.8 px. Strokes outside [MIN, MAX] are grown or thinned.
@@ -298,8 +299,20 @@ def other_polarity(ink: InkMap) -> InkMap | None:
     or more than MAX_WRITING_SHARE of the picture)."""
     if ink.paper is None:
         return None
-    other = ink_map(ink.paper if ink.dark_ink else 1.0 - ink.paper, ink.scale, not ink.dark_ink)
+    small = ink.paper if ink.dark_ink else 1.0 - ink.paper
+    other = ink_map(small, ink.scale, not ink.dark_ink)
     share = float(other.mask.mean())
+    if share <= DENSE_SHARE and not ink.dark_ink and ink.mask.any():
+        # Dark ink wider than the lighting estimate's window (a bold 1 filling a tight crop: its stroke is
+        # most of the picture's width) is paper to that estimate, and little ink is left. What the light
+        # polarity took for ink, the strips along the frame, is the paper: its tone is the background.
+        # Only for dark ink on light paper, the common case: a light piece of paper between two dark table
+        # edges would otherwise become a bold light "1".
+        background = np.full(small.shape, float(np.median(small[ink.mask])), np.float32)
+        flat = ink_map(small, ink.scale, True, background)
+        if DENSE_SHARE < float(flat.mask.mean()) <= MAX_BOLD_SHARE:
+            flat.steps["flat_paper"] = True
+            return flat
     return other if 0.0 < share <= MAX_WRITING_SHARE else None
 
 
@@ -319,11 +332,12 @@ def edge_share(mask: np.ndarray) -> float:
     return float(ring.mean()) if ring.size else 0.0
 
 
-def ink_map(small: np.ndarray, scale: float, dark: bool) -> InkMap:
-    """(h, w) analysis-size grey and a polarity -> its `InkMap`."""
+def ink_map(small: np.ndarray, scale: float, dark: bool, background: np.ndarray | None = None) -> InkMap:
+    """(h, w) analysis-size grey and a polarity -> its `InkMap` (`background`: the paper's tone, in that
+    polarity's "dark ink" orientation, when it is known; None: estimated)."""
     paper = small if dark else 1.0 - small
     # 3. divide out the paper's tone: lighting gradients, shadows, tinted or grey paper
-    background = estimate_background(paper)
+    background = estimate_background(paper) if background is None else background
     contrast = ink_contrast(paper, background)
     # 4. threshold: Otsu, above the noise
     floor, weak, threshold = ink_levels(contrast)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
-from digitrec.preprocess import DENSE_SHARE, InkMap, find_ink, other_polarity, render_digit
+from digitrec.preprocess import DENSE_SHARE, MAX_BOLD_SHARE, InkMap, find_ink, other_polarity, render_digit
 from digitrec.runtime import Classifier, Scores, Thresholds, classify, decision_thresholds
 from digitrec.segment import Group, Segmentation, group_mask, merge_groups, segment_ink, split_group
 from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces
@@ -387,7 +387,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         # is dense (the digit), is read instead.
         other = other_polarity(ink)
         if other is not None and float(other.mask.mean()) > DENSE_SHARE:
-            flipped = segment_ink(other)
+            flipped = segment_ink(other, max_ink=MAX_BOLD_SHARE)
             if flipped.groups:
                 other.steps["polarity_flipped"] = True
                 ink, segmentation = other, flipped

@@ -386,10 +386,11 @@ def is_dot_or_noise(labels: np.ndarray, stats: np.ndarray, members: list[int],
     return thickest >= BLOB_THICKNESS * max(w, h)
 
 
-def segment_ink(ink: InkMap) -> Segmentation:
-    """An `InkMap` -> the digit groups in it, by rows (none for a blank or ink-free image)."""
+def segment_ink(ink: InkMap, max_ink: float = MAX_INK_FRACTION) -> Segmentation:
+    """An `InkMap` -> the digit groups in it, by rows (none for a blank or ink-free image, or one whose ink
+    is over `max_ink` of the picture: a bold 1's tight crop re-read in the other polarity may be more)."""
     empty = Segmentation(np.zeros(ink.mask.shape, np.int32), (), 0, 0)
-    if not ink.mask.any() or ink.mask.mean() > MAX_INK_FRACTION:
+    if not ink.mask.any() or ink.mask.mean() > max_ink:
         return empty
     # 1. printed frames (a form's boxes), ruled lines
     mask, frames = remove_frames(ink.mask)
