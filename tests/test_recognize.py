@@ -188,6 +188,26 @@ def test_pieces_do_not_outvote_a_non_digit_whole(width: int, whole_not_digit: fl
 
 
 @pytest.mark.parametrize(
+    ("pieces", "crossed", "rejected"),
+    [([(5, 0.94, 0.01), (1, 0.999, 0.01)], [1], False),  # a shaky "51" touching at one stroke: read
+     ([(5, 0.94, 0.01), (1, 0.999, 0.01)], [2], True),  # the cut crosses two strokes: a sign's middle
+     ([(5, 0.94, 0.01), (1, 0.999, 0.01)], None, True),  # strokes unknown: the pieces must be sure
+     ([(5, 0.70, 0.01), (1, 0.999, 0.01)], [1], True),  # a guess is no digit beside its neighbour
+     ([(5, 0.94, 0.60), (1, 0.999, 0.01)], [1], True)],  # nor a piece the model half doubts is a digit
+    ids=["touching", "two-strokes", "unknown", "guess", "doubted"],
+)
+def test_pieces_met_at_one_stroke_need_only_be_likely_digits(pieces: list, crossed: list | None,
+                                                             rejected: bool) -> None:
+    from digitrec.recognize import outvoting
+    from digitrec.runtime import Thresholds
+    from digitrec.segment import Group
+
+    scores = scores_of([(0, 0.5, 0.99), *pieces])
+    thresholds = Thresholds(not_digit=0.77, low_confidence=0.954)
+    assert outvoting(Group((1,), (0, 0, 50, 50)), scores, 0, [1, 2], thresholds, crossed) is rejected
+
+
+@pytest.mark.parametrize(
     ("kept", "rejected", "doubtful"),
     [([(1, 0.99, 0.53)], 2, True),  # a word: two letters rejected, the third read as an unsure 1
      ([(7, 1.00, 0.05)], 1, False),  # a sure digit beside a smudge the model rejects

@@ -61,6 +61,7 @@ WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut ...
 ALONE_NOT_DIGIT = 0.1  # ... when its not-a-digit score is under this fraction of the model's threshold
+TOUCH_CONFIDENCE = 0.85  # a piece cut off where it meets the rest at one stroke need only be this sure (outvoting)
 RECUT_ASPECT = 0.3  # a group the model rejects whole is cut from this (x its height): "11" written touching
 FLAT_ZERO = 1.1  # a lone non-digit cut into 0s each this much wider than tall is a sign's loops (infinity)
 MIN_ONES = 3  # a lone non-digit cut into this many pieces or more, all but one read as 1s, is strokes
@@ -276,17 +277,24 @@ def sure_digit(scores: Any, at: int, thresholds: Thresholds) -> bool:
                 and scores.not_digit[at] < PIECE_NOT_DIGIT * thresholds.not_digit)
 
 
-def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
+def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds: Thresholds,
+              crossed: list[int] | None = None) -> bool:
     """Whether the pieces `chosen` of one thing must not outvote the thing itself.
 
     The whole (a group, or all the ink) is the size and shape one digit could have, the model scores it
     not a digit, and the pieces are not all confident digits: a star's arms, a heart's halves or a
     letter's strokes each read as some digit, but no digit holds the whole. Digits written close
-    together (a "11", a touching "20") pass: each of their pieces is a confident digit.
+    together (a "11", a touching "20") pass: each of their pieces is a confident digit. Where every cut
+    between the pieces crosses a single stroke (`crossed`, per cut: where two digits touch, not the
+    middle of a star or a letter), a piece need only be a likely digit (TOUCH_CONFIDENCE): a shaky "51"
+    whose 5 the model gives 0.94 was rejected whole.
     """
     _, _, width, height = whole.box
     if len(chosen) < 2 or width > WHOLE_ASPECT * height or scores.not_digit[at] < thresholds.not_digit:
         return False
+    if crossed and max(crossed) <= 1:
+        return not all(float(scores.probabilities[index].max()) >= TOUCH_CONFIDENCE
+                       and scores.not_digit[index] < PIECE_NOT_DIGIT * thresholds.not_digit for index in chosen)
     return not all(sure_digit(scores, index, thresholds) for index in chosen)
 
 
@@ -455,6 +463,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     start = 0
     plan_iter = iter(plans)
     outvoted = 0  # groups whose pieces read as digits but whose whole is a confident non-digit (step 5)
+    lone_crossed: list[int] | None = None  # a lone group's cut reading: the strokes each of its cuts crosses
     for row in rows:
         chosen: list[Choice] = []
         for group in row:
@@ -471,11 +480,13 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             # (dropping one group of a number would answer a wrong number, not a rejection).
             if len(taken) > 1 and mode != "digit" and len(every) == 1:
                 uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
-                if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds) \
+                lone_crossed = [strokes[0][pieces[index].stop] for index in taken[:-1]]
+                if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds,
+                             lone_crossed) \
                         or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds) \
                         or partly_rejected(scores, start + uncut, [start + index for index in taken], thresholds) \
-                        or crossing_cuts(scores, start + uncut, [start + index for index in taken],
-                                         [strokes[0][pieces[index].stop] for index in taken[:-1]], thresholds) \
+                        or crossing_cuts(scores, start + uncut, [start + index for index in taken], lone_crossed,
+                                         thresholds) \
                         or loops_read_as_zeros(scores, start + uncut, [start + index for index in taken],
                                                [pieces[index].group for index in taken], thresholds):
                     outvoted += 1
@@ -503,7 +514,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         assert whole is not None
         read_rows, margins = [[Choice(len(crops) - 1, whole)]], []
     elif whole is not None and len(read_rows) == 1 and outvoting(
-            whole, scores, len(crops) - 1, [choice.at for choice in read_rows[0]], thresholds):
+            whole, scores, len(crops) - 1, [choice.at for choice in read_rows[0]], thresholds, lone_crossed):
         outvoted, read_rows = outvoted + 1, [[]]
     certainty = 1.0 / (1.0 + math.exp(-min(margins, default=math.inf) / SEGMENTATION_TEMPERATURE)) \
         if margins else 1.0
