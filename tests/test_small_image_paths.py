@@ -30,14 +30,22 @@ def test_one_component_is_one_row() -> None:
     assert sorted(map(sorted, find_rows(stats, [1, 2]))) == [[1, 2]]
 
 
+def random_values(rng: np.random.Generator, trial: int, max_size: int) -> np.ndarray:
+    """Float32 or float64 values for trial `trial`: uniform, a few repeated integers (ties) or wide normals,
+    now and then with a NaN."""
+    size = int(rng.integers(1, max_size))
+    dtype = np.float32 if trial % 3 else np.float64
+    values = [rng.random(size), rng.integers(0, 4, size), rng.normal(size=size) * 1e3][trial % 3].astype(dtype)
+    if trial % 50 == 0:
+        values[int(rng.integers(0, size))] = np.nan
+    return values
+
+
 def test_median_is_numpys_bit_for_bit() -> None:
     rng = np.random.default_rng(1)
     for trial in range(3000):
-        size = int(rng.integers(1, 200))
-        dtype = np.float32 if trial % 3 else np.float64
-        values = [rng.random(size), rng.integers(0, 4, size), rng.normal(size=size) * 1e3][trial % 3].astype(dtype)
-        if trial % 50 == 0:
-            values[int(rng.integers(0, size))] = np.nan
+        values = random_values(rng, trial, 200)
+        size = values.size
         if trial % 7 == 0:
             values = values[: size - size % 2].reshape(2, -1) if size > 1 else values  # 2-D: all axes, as numpy
         expected, got = np.median(values), median(values)
@@ -57,11 +65,7 @@ def test_pad_odd_reflect_is_numpys() -> None:
 def test_percentile_is_numpys_bit_for_bit() -> None:
     rng = np.random.default_rng(3)
     for trial in range(3000):
-        size = int(rng.integers(1, 300))
-        dtype = np.float32 if trial % 3 else np.float64
-        values = [rng.random(size), rng.integers(0, 4, size), rng.normal(size=size) * 1e3][trial % 3].astype(dtype)
-        if trial % 50 == 0:
-            values[int(rng.integers(0, size))] = np.nan
+        values = random_values(rng, trial, 300)
         q = (90, 20, 80, 50, 0, 100, 99.5, 12.3)[trial % 8]
         expected, got = np.percentile(values, q), percentile(values, q)
         assert type(got) is type(expected) and np.array_equal(expected, got, equal_nan=True)
