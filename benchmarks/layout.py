@@ -6,9 +6,12 @@ through `digitrec.recognize` from PNG bytes. Conditions (exact string, fixed see
 - touching: 2-4 digits pasted so that neighbours overlap by 0-20% of their width (dark ink on paper);
 - two rows: two rows of 2-4 separate digits, one above the other; right only when `lines` is both rows
   (a reader without `lines` is scored on `number` being the two rows joined, which is kinder to it);
-- page pen: 2-5 digits redrawn along their skeleton with the web page's 24 px round pen, each ~70 px tall,
-  with normal handwriting gaps, on the page's 600x360 white canvas (so strokes of neighbours often touch);
-- ten digits: "0123456789"-style strings of 8-10 digits with the page's pen, scaled to fit the canvas.
+- page pen: 2-5 digits redrawn along their skeleton with the web page's round pen, each ~70 px tall, with
+  normal handwriting gaps, on the page's 600x360 white canvas. The pen is the page's (static/app.js `PEN`):
+  a tenth of the writing's height, 4-24 px;
+- ten digits: "0123456789"-style strings of 8-10 digits with the page's pen, scaled to fit the canvas;
+- old pen: the page pen's cases drawn with the page's former fixed 24 px pen (strokes of neighbours often
+  touch, small digits blot): what the page drew before its pen followed the writing's size.
 
     .venv/bin/python benchmarks/layout.py --n 200 [--model PATH] [--show /tmp/layout]
 
@@ -30,7 +33,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-PEN = 24  # the page's STROKE_WIDTH, canvas pixels
+PEN_RATIO, PEN_MIN, PEN_MAX = 0.1, 4, 24  # static/app.js PEN: width = clamp(ratio x writing height), canvas px
+OLD_PEN = 24  # the page's former fixed pen, canvas px
 CANVAS = (360, 600)  # the page's canvas (height, width)
 
 
@@ -75,12 +79,17 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
             return image[1:-1, 1:-1] > 0
 
 
-def pen_digit(digit: np.ndarray, height: int) -> np.ndarray:
-    """An MNIST digit redrawn with the page's round pen: its skeleton at `height` px, dilated by PEN."""
+def page_pen(height: int) -> int:
+    """The page's pen width for writing `height` canvas px tall."""
+    return round(min(PEN_MAX, max(PEN_MIN, PEN_RATIO * height)))
+
+
+def pen_digit(digit: np.ndarray, height: int, pen: int) -> np.ndarray:
+    """An MNIST digit redrawn with a round pen `pen` px wide: its skeleton at `height` px, dilated by the pen."""
     path = skeleton(cv2.GaussianBlur(scaled(digit, height), (0, 0), height / 40) > 0.4).astype(np.uint8)
-    pad = PEN // 2 + 1
+    pad = pen // 2 + 1
     path = np.pad(path, pad)
-    drawn = cv2.dilate(path, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (PEN, PEN)))
+    drawn = cv2.dilate(path, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (pen, pen)))
     return tight(drawn.astype(np.float32))
 
 
@@ -147,12 +156,13 @@ def make_case(condition: str, images: np.ndarray, labels: np.ndarray,
             left = int(rng.integers(0, width - row.shape[1] + 1))
             page[top : top + row.shape[0], left : left + row.shape[1]] = row
         return on_paper(page, None, rng), truth
-    if condition in ("page pen", "ten digits"):
-        chosen = picks(2, 5) if condition == "page pen" else picks(8, 10)
-        height = int(rng.integers(60, 80)) if condition == "page pen" else int(rng.integers(36, 50))
-        inks = [pen_digit(images[i], height) for i in chosen]
-        # normal handwriting gaps between the pen's paths: 0.1-0.4 of the height (the 24 px pen eats them)
-        gaps = [round(height * rng.uniform(0.1, 0.4)) - PEN for _ in inks]
+    if condition in ("page pen", "ten digits", "old pen"):
+        chosen = picks(8, 10) if condition == "ten digits" else picks(2, 5)
+        height = int(rng.integers(36, 50)) if condition == "ten digits" else int(rng.integers(60, 80))
+        pen = OLD_PEN if condition == "old pen" else page_pen(height)
+        inks = [pen_digit(images[i], height, pen) for i in chosen]
+        # normal handwriting gaps between the pen's paths: 0.1-0.4 of the height (a wide pen eats them)
+        gaps = [round(height * rng.uniform(0.1, 0.4)) - pen for _ in inks]
         truth = ["".join(str(labels[i]) for i in chosen)]
         return on_paper(paste_row(inks, gaps, rng, height // 12), CANVAS, rng), truth
     raise ValueError(condition)
@@ -180,7 +190,7 @@ def main() -> int:
 
     images, labels = load_test_digits(args.shared)
     classifier = load_classifier(args.model)
-    conditions = args.only or ["touching", "two rows", "page pen", "ten digits"]
+    conditions = args.only or ["touching", "two rows", "page pen", "ten digits", "old pen"]
     print(f"MNIST test digits laid out as users write them, {args.n} per condition, seed {args.seed}")
     for number, condition in enumerate(conditions):
         rng = np.random.default_rng(args.seed * 100 + number)
