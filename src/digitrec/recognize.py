@@ -498,7 +498,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             start += len(pieces)
         read_rows.append(chosen)
     several = sum(len(row) for row in read_rows) > 1
-    if merge_option:
+    if merge_option and whole is not None:  # (merge_option implies a whole)
         # A few pieces that together are digit-shaped may be one digit with broken strokes: let the
         # classifier choose between "several digits" and "one digit" as it does for cuts.
         separate = float(sum(score[choice.at] for choice in read_rows[0])) - DIGIT_COST * (len(read_rows[0]) - 1)
@@ -533,12 +533,12 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         return no_answer("not_a_digit", mode, grey, steps, truncated)
     kept: list[list[Choice]] = []
     count = 0
-    for row in read_rows:  # the digit limit, row by row
-        if count + len(row) > MAX_DIGITS:
-            row, truncated = row[: MAX_DIGITS - count], True
-        if row:
-            kept.append(row)
-            count += len(row)
+    for chosen_row in read_rows:  # the digit limit, row by row
+        if count + len(chosen_row) > MAX_DIGITS:
+            chosen_row, truncated = chosen_row[: MAX_DIGITS - count], True
+        if chosen_row:
+            kept.append(chosen_row)
+            count += len(chosen_row)
     return assemble(kept, scores.probabilities, scores.not_digit, rendered, ink, grey, mode, thresholds,
                     certainty, several and mode == "digit", truncated, steps)
 
@@ -590,7 +590,8 @@ def recut_rejected(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, cl
 
 def cap_rows(rows: tuple[tuple[Group, ...], ...]) -> tuple[list[tuple[Group, ...]], bool]:
     """At most MAX_DIGITS groups, row by row (each group is at least one digit); True when cut."""
-    capped, count = [], 0
+    capped: list[tuple[Group, ...]] = []
+    count = 0
     for row in rows:
         room = MAX_DIGITS - count
         if room <= 0:

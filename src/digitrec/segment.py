@@ -116,7 +116,7 @@ def remove_ruled_lines(mask: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarr
     lines = np.zeros_like(mask)
     removed = 0
     edges = np.diff(np.concatenate([[0], line_rows.astype(np.int8), [0]]))
-    for top, bottom in zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True):
+    for top, bottom in zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist(), strict=True):
         band = np.zeros_like(mask)
         band[top:bottom] = horizontal[top:bottom] > 0
         # Thickness: the ink a few rows either side counts too (a digit's bar is as thick as its strokes).
@@ -350,7 +350,7 @@ def find_rows(stats: np.ndarray, keep: list[int]) -> list[list[int]]:
         for a, b in zip(*np.nonzero(np.triu((overlap >= ROW_OVERLAP * shorter) | stacked, 1)), strict=True):
             parent[root(int(linkers[a]))] = root(int(linkers[b]))
     rows: dict[int, list[int]] = {}
-    for index in linkers:
+    for index in linkers.tolist():
         rows.setdefault(root(int(index)), []).append(int(index))
     bands = {key: (tops[members].min(), bottoms[members].max()) for key, members in rows.items()}
     for index in range(len(keep)):
