@@ -7,16 +7,23 @@ import numpy as np
 from digitrec.models import ARCHITECTURES, make_model
 
 
-def test_bn_strided_cnn_fast_outputs_probabilities() -> None:
-    """bn-strided-cnn-fast: (B, 28, 28, 1) -> (B, 10) softmax, 72,666 parameters (~2.1M MACs per image)."""
-    assert "bn-strided-cnn-fast" in ARCHITECTURES
-    model = make_model("bn-strided-cnn-fast")
+def built_classifier(name: str, parameters: int):
+    """`make_model(name)` after checking it: (B, 28, 28, 1) -> (B, 10) softmax, `parameters` parameters,
+    input "image", output "probabilities"; returns (model, the 3 random images it was checked on)."""
+    assert name in ARCHITECTURES
+    model = make_model(name)
     images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     probabilities = np.asarray(model(images, training=False))
     assert probabilities.shape == (3, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert model.count_params() == 72_666
+    assert model.count_params() == parameters
     assert model.input.name == "image" and model.layers[-1].name == "probabilities"
+    return model, images
+
+
+def test_bn_strided_cnn_fast_outputs_probabilities() -> None:
+    """bn-strided-cnn-fast: (B, 28, 28, 1) -> (B, 10) softmax, 72,666 parameters (~2.1M MACs per image)."""
+    built_classifier("bn-strided-cnn-fast", 72_666)
 
 
 def test_s2d_cnn_fast_outputs_probabilities_and_sees_every_pixel() -> None:
@@ -24,13 +31,7 @@ def test_s2d_cnn_fast_outputs_probabilities_and_sees_every_pixel() -> None:
     pixels (a changed pixel anywhere changes the output) and puts each 2x2 block in one position's channels."""
     import keras
 
-    model = make_model("s2d-cnn-fast")
-    images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
-    probabilities = np.asarray(model(images, training=False))
-    assert probabilities.shape == (3, 10)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert model.count_params() == 95_498
-    assert model.input.name == "image" and model.layers[-1].name == "probabilities"
+    model, images = built_classifier("s2d-cnn-fast", 95_498)
     to_depth = keras.Model(model.input, model.layers[3].output)  # image -> the (14, 14, 4) map
     blocks = np.asarray(to_depth(images))
     assert blocks.shape == (3, 14, 14, 4)
