@@ -173,23 +173,32 @@ def ink_levels(contrast: np.ndarray) -> tuple[float, float, float]:
     Strong pixels are surely ink; weak ones count as ink where they touch strong ones (`hysteresis`);
     contrast under the noise floor is paper.
     """
-    sample = contrast[:: max(1, contrast.shape[0] // 128), :: max(1, contrast.shape[1] // 128)]  # (<=~256)^2
+    sample = subsample(contrast)
     otsu, _ = cv2.threshold((sample * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     paper = sample
     # Judged on the contrast smoothed a little: regions, not pixels (pixel noise, even uniform noise, is one
     # class once smoothed; ink strokes are not changed by it).
-    smoothed = cv2.GaussianBlur(contrast, (0, 0), 1.0)[:: max(1, contrast.shape[0] // 128),
-                                                         :: max(1, contrast.shape[1] // 128)]
+    smoothed = subsample(cv2.GaussianBlur(contrast, (0, 0), 1.0))
     dense = float(np.mean(sample >= otsu / 255.0)) >= DENSE_SHARE  # sparse ink leaves the whole image's spread
     if dense and otsu_separation(smoothed, otsu / 255.0) >= BIMODAL_SEPARATION:  # to the paper: as it was
         # Two clear classes (a bold digit filling the frame: ink is 30-60% of the pixels): the paper's own
         # spread is its class's, not the whole image's, which the ink would inflate past any ink contrast.
         paper = sample[sample < otsu / 255.0]
-    median = float(smallarrays.median(paper))
-    noise = 1.4826 * float(smallarrays.median(np.abs(paper - median)))  # robust sigma: the paper dominates
+    median, noise = paper_level(paper)
     floor = median + 3.0 * noise
     threshold = max(otsu / 255.0, median + NOISE_SIGMAS * noise, MIN_CONTRAST)
     return min(floor, threshold / 2), max(floor, threshold / 2), threshold
+
+
+def subsample(image: np.ndarray) -> np.ndarray:
+    """Every k-th row and column, at most ~256 of each: what contrast levels are judged on, at any size."""
+    return image[:: max(1, image.shape[0] // 128), :: max(1, image.shape[1] // 128)]
+
+
+def paper_level(values: np.ndarray) -> tuple[float, float]:
+    """(median, robust sigma) of contrast values the paper dominates: the paper's level and its noise."""
+    median = float(smallarrays.median(values))
+    return median, 1.4826 * float(smallarrays.median(np.abs(values - median)))
 
 
 def otsu_separation(values: np.ndarray, threshold: float) -> float:
@@ -266,9 +275,7 @@ def faint_ink(ink: InkMap) -> InkMap | None:
     height, width = smoothed.shape
     if min(height, width) < FAINT_MIN_SIDE + 2:
         return None
-    sample = smoothed[:: max(1, height // 128), :: max(1, width // 128)]  # (<=~256)^2, as ink_levels
-    median = float(np.median(sample))
-    noise = 1.4826 * float(np.median(np.abs(sample - median)))  # robust sigma: the paper dominates
+    median, noise = paper_level(subsample(smoothed))
     threshold = max(median + FAINT_SIGMAS * noise, FAINT_MIN_CONTRAST)
     if threshold >= ink.threshold:
         return None  # the noise allows nothing fainter than what was already looked for
