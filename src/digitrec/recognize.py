@@ -184,6 +184,11 @@ class Choice:
     piece: Group
 
 
+def uncut_piece(pieces: list[Piece], nodes: int) -> int:
+    """The index of the piece that is the whole group (from the lattice's first node to its last)."""
+    return next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
+
+
 def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: int,
                strokes: list[int] | None = None, min_aspect: float = SPLIT_ASPECT) -> tuple[list[Piece], int]:
     """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups (cut False, or no wider
@@ -474,21 +479,18 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             if id(pieces) in recut and len(taken) > 1 and not all(
                     sure_digit(scores, start + index, thresholds) for index in taken):
                 # cut only because the model rejected it whole: its pieces must each be a sure digit
-                uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
-                taken, second = [uncut], -math.inf
+                taken, second = [uncut_piece(pieces, nodes)], -math.inf
             # A lone group's pieces must not outvote it; in a row of several, the row's whole is checked below
             # (dropping one group of a number would answer a wrong number, not a rejection).
             if len(taken) > 1 and mode != "digit" and len(every) == 1:
-                uncut = next(i for i, piece in enumerate(pieces) if piece.start == 0 and piece.stop == nodes - 1)
+                whole_at, parts_at = start + uncut_piece(pieces, nodes), [start + index for index in taken]
                 lone_crossed = [strokes[0][pieces[index].stop] for index in taken[:-1]]
-                if outvoting(group, scores, start + uncut, [start + index for index in taken], thresholds,
-                             lone_crossed) \
-                        or strokes_read_as_ones(scores, start + uncut, [start + index for index in taken], thresholds) \
-                        or partly_rejected(scores, start + uncut, [start + index for index in taken], thresholds) \
-                        or crossing_cuts(scores, start + uncut, [start + index for index in taken], lone_crossed,
-                                         thresholds) \
-                        or loops_read_as_zeros(scores, start + uncut, [start + index for index in taken],
-                                               [pieces[index].group for index in taken], thresholds):
+                if outvoting(group, scores, whole_at, parts_at, thresholds, lone_crossed) \
+                        or strokes_read_as_ones(scores, whole_at, parts_at, thresholds) \
+                        or partly_rejected(scores, whole_at, parts_at, thresholds) \
+                        or crossing_cuts(scores, whole_at, parts_at, lone_crossed, thresholds) \
+                        or loops_read_as_zeros(scores, whole_at, parts_at, [pieces[index].group for index in taken],
+                                               thresholds):
                     outvoted += 1
                     start += len(pieces)
                     continue
