@@ -317,3 +317,13 @@ def test_saved_regressions_stay_fixed(classifier: Classifier, path: Path, mode: 
 def test_there_are_regression_inputs() -> None:
     """The folder the parametrized test reads is where this file says it is (a moved folder would test nothing)."""
     assert regression_files(), f"no inputs in {REGRESSIONS}"
+
+
+def test_float32_near_its_limits_is_read_without_overflow(classifier: Classifier) -> None:
+    """Hypothesis found it: float32 RGBA at -1.7e38 with part transparent overflowed in the alpha compositing's
+    sums (a RuntimeWarning, an error under pytest); float32, like float64, is clipped to [-1, 2] first."""
+    array = np.zeros((12, 12, 4), np.float32)
+    array[::2, :, :3] = -1.7014118e38
+    array[:, ::3, 3] = 1.0  # a third opaque: the drawing, whose tone is summed
+    result = recognize(array, classifier, "auto")
+    check_recognition(result, 12, 12)

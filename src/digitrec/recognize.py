@@ -131,6 +131,7 @@ class Recognition:
 def as_grey(image: np.ndarray) -> np.ndarray:
     """(H, W) grey or (H, W, 3|4) RGB(A), uint8 or float in [0, 1] -> (H, W) float32 grey in [0, 1]."""
     array = np.asarray(image)
+    floating = array.dtype.kind == "f"
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
     elif array.dtype.kind in "iu":
@@ -138,6 +139,8 @@ def as_grey(image: np.ndarray) -> np.ndarray:
     elif array.dtype.kind == "f" and array.dtype.itemsize > 4:
         array = np.clip(array, -1.0, 2.0)  # values beyond float32's range would overflow (a warning) in the cast
     array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    if floating:  # float32 near its limits (1e38) would overflow in the channel and alpha sums below
+        array = np.clip(array, -1.0, 2.0)
     if array.ndim == 3 and array.shape[2] in (3, 4):
         grey = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114  # ITU-R 601
         if array.shape[2] == 4:
