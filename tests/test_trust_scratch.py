@@ -71,3 +71,50 @@ def test_fit_then_bundle_an_average_of_two(packed: Path, mnist_dir: Path, tmp_pa
     scores = classify(classifier, block)
     assert scores.probabilities.shape == (1, 10)
     assert scores.not_digit[0] >= decision_thresholds(classifier).not_digit  # it learnt the blocks
+
+
+def test_extra_crops_then_refine_a_bundle(packed: Path, mnist_dir: Path, tmp_path: Path) -> None:
+    """`extra` adds each named style's crops to both splits; `refine` trains a one-network bundle on from
+    its weights, and records what it added and how."""
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "digitrec.trust_scratch", *args],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    more = tmp_path / "more.npz"
+    run("extra", "--data", str(packed), "--output", str(more), "--count", "20", "--data-dir", str(mnist_dir))
+    with np.load(packed) as before, np.load(more) as after:
+        for split, count in (("train", 20), ("val", 2)):
+            added = after[f"s_{split}"][len(before[f"s_{split}"]):]
+            assert sorted(set(added)) == ["bolder border cropped", "squared slashed 0"]
+            assert all(np.sum(added == name) == count for name in set(added))
+            assert np.array_equal(after[f"x_{split}"][: len(before[f"x_{split}"])], before[f"x_{split}"])
+            slashed = after[f"y_{split}"][len(before[f"y_{split}"]):][added == "squared slashed 0"]
+            assert set(slashed) == {0}  # labels travel with the crops
+
+    done = run("fit", "--data", str(packed), "--output", str(tmp_path / "w"), "--width", "4", "--dropout", "0.1",
+               "--epochs", "2", "--batch-size", "32", "--budget", "600")
+    (tmp_path / "fit.json").write_text(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    run("bundle", "--weights", str(tmp_path / "w" / "w4-s1.weights.h5"), "--record", str(tmp_path / "fit.json"),
+        "--data", str(packed), "--data-dir", str(mnist_dir), "--output", str(tmp_path / "base"))
+    done = run("refine", "--data", str(more), "--init", str(tmp_path / "base"), "--output", str(tmp_path / "r"),
+               "--epochs", "1", "--batch-size", "32")
+    record = json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert record["name"] == "w4-s1-refined" and record["width"] == 4
+    assert record["refined"]["added_crops"] == {"bolder border cropped": 20, "squared slashed 0": 20}
+    assert record["refined"]["train_n"] == 1440 + 40 and record["refined"]["epochs"] == 1
+    import keras
+
+    from digitrec.trust_scratch import build
+    base = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    refined = build(4, 0.1)
+    refined.load_weights(tmp_path / "r" / "w4-s1-refined.weights.h5")
+    assert any(not np.allclose(a, b) for a, b in zip(base.get_weights(), refined.get_weights(), strict=True))
+
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    run("bundle", "--weights", str(tmp_path / "r" / "w4-s1-refined.weights.h5"), "--record",
+        str(tmp_path / "r.json"), "--data", str(more), "--data-dir", str(mnist_dir), "--output", str(tmp_path / "b"))
+    metadata = read_metadata(tmp_path / "b")
+    assert "refined" in metadata["training"]["what"] and "refine --epochs 1" in metadata["command"]
+    assert metadata["training"]["data"]["synthetic"]["squared slashed 0"] == 20

@@ -84,6 +84,18 @@ def slashed_zero_open(rng: np.random.Generator) -> list[np.ndarray]:
     return [oval, np.array([[0.5 - rx * 1.2, 0.95], [0.5 + rx * 1.2, 0.05]])]
 
 
+def slashed_zero_squared(rng: np.random.Generator) -> list[np.ndarray]:
+    """A 0 with straight sides and rounded corners (a superellipse, drawn from the top) and a slash:
+    the zero of people who write in boxes, on forms and in code."""
+    rx = rng.uniform(0.2, 0.34)
+    power = 2.0 / rng.uniform(3.0, 6.0)  # 1 would be an ellipse; smaller is squarer
+    angles = np.radians(np.linspace(-90, 270 + rng.uniform(-10, 15), 32))
+    cos, sin = np.cos(angles), np.sin(angles)
+    box = np.c_[0.5 + rx * np.sign(cos) * np.abs(cos) ** power, 0.5 + 0.5 * np.sign(sin) * np.abs(sin) ** power]
+    reach = rng.uniform(0.5, 0.95)
+    return [box, np.array([[0.5 - rx * reach, 0.5 + reach * 0.45], [0.5 + rx * reach, 0.5 - reach * 0.45]])]
+
+
 def slashed_zero_boxy(rng: np.random.Generator) -> list[np.ndarray]:
     """Held out: a squarish 0 (straight sides) with a slash from corner to corner."""
     w = rng.uniform(0.2, 0.32)
@@ -186,7 +198,7 @@ def crossed_seven_hook(rng: np.random.Generator) -> list[np.ndarray]:
 # style -> (digit, training variants, held-out variant)
 TEMPLATES: dict[str, tuple[int, tuple[Template, ...], Template]] = {
     "continental 1": (1, (continental_one, continental_one_curved), continental_one_serif),
-    "slashed 0": (0, (slashed_zero, slashed_zero_open), slashed_zero_boxy),
+    "slashed 0": (0, (slashed_zero, slashed_zero_open, slashed_zero_squared), slashed_zero_boxy),
     "open-top 4": (4, (open_four, open_four_round), open_four_slanted),
     "open 9": (9, (open_nine, open_nine_gap), open_nine_loop),
     "short-bar 7": (7, (short_bar_seven, short_bar_seven_wave), short_bar_seven_tick),
@@ -199,9 +211,11 @@ PHOTOGRAPHED = "photographed"  # real digits with an ordinary pen on random pape
 
 
 def template_ink(style: str, rng: np.random.Generator, held_out: bool = False,
-                 pen_width: tuple[float, float] = (0.05, 0.16)) -> tuple[np.ndarray, int]:
-    """One digit of a template style -> (ink, digit)."""
-    digit, variants, held = TEMPLATES[style]
+                 pen_width: tuple[float, float] = (0.05, 0.16),
+                 variants: tuple[Template, ...] | None = None) -> tuple[np.ndarray, int]:
+    """One digit of a template style -> (ink, digit); `variants` narrows the training variants drawn."""
+    digit, trained, held = TEMPLATES[style]
+    variants = variants or trained
     template = held if held_out else variants[int(rng.integers(len(variants)))]
     strokes = [np.asarray(s, np.float64) + rng.normal(0, 0.025, np.shape(s)) for s in template(rng)]
     strokes = [affine_points(s, rng, 8.0, 0.25) for s in strokes]
@@ -278,11 +292,12 @@ def thin_faint_ink(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return tight(ink)
 
 
-def bold_ink(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A real digit drawn with a bold marker, for cropping against the image border."""
+def bold_ink(image: np.ndarray, rng: np.random.Generator, max_grow: float = 0.04) -> np.ndarray:
+    """A real digit drawn with a bold marker, for cropping against the image border; its strokes grown by
+    up to `max_grow` of the height on each side."""
     height = int(rng.integers(40, 120))
     ink = cv2.resize(np.asarray(image, np.float32), (height, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    grow = int(rng.integers(0, max(1, height // 25)))
+    grow = int(rng.integers(0, max(1, int(height * max_grow))))
     if grow:
         ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
     ink = tight(ink)
@@ -303,13 +318,15 @@ def similar(crop: np.ndarray, ink: np.ndarray, minimum: float = 0.5) -> bool:
 
 def style_crops(style: str, count: int, rng: np.random.Generator, *, held_out: bool = False,
                 digits: np.ndarray | None = None, labels: np.ndarray | None = None,
-                edit_share: float = 0.5, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                edit_share: float = 0.5, strict: bool = False, bold_grow: float = 0.04,
+                variants: tuple[Template, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` (28, 28) pipeline crops of one style -> (crops (count, 28, 28) float32, labels (count,)).
 
     Template styles mix templates with edits of real `digits` (when given and the style has an edit);
     "thin faint" and "border cropped" draw real digits with that pen and paper. `held_out` uses the
     held-out template variant only. `strict` (for training) drops crops the pipeline mangled (a frame
     read as ink, a digit in pieces), which would teach the model wrong labels; a benchmark counts them.
+    `bold_grow` is "border cropped"'s `bold_ink(max_grow=)`; `variants` narrows the templates drawn.
     """
     crops: list[np.ndarray] = []
     truths: list[int] = []
@@ -326,7 +343,7 @@ def style_crops(style: str, count: int, rng: np.random.Generator, *, held_out: b
                 ink = tight(cv2.resize(digits[index], (int(rng.integers(28, 120)),) * 2,
                                        interpolation=cv2.INTER_CUBIC).clip(0, 1))
             else:
-                ink = thin_faint_ink(digits[index], rng) if faint else bold_ink(digits[index], rng)
+                ink = thin_faint_ink(digits[index], rng) if faint else bold_ink(digits[index], rng, bold_grow)
             digit = int(labels[index])
         elif digits is not None and labels is not None and style in EDIT_STYLES and rng.random() < edit_share:
             digit = TEMPLATES[style][0]
@@ -337,7 +354,7 @@ def style_crops(style: str, count: int, rng: np.random.Generator, *, held_out: b
             ink = edited
         else:
             ink, digit = template_ink(style, rng, held_out=held_out,
-                                      pen_width=(0.02, 0.06) if faint else (0.05, 0.16))
+                                      pen_width=(0.02, 0.06) if faint else (0.05, 0.16), variants=variants)
         found = pipeline_crops(on_paper(ink, random_paper(rng, faint=faint, border=border), rng), whole=True)
         if not found or (strict and not similar(found[0], ink)):
             continue
