@@ -451,15 +451,15 @@ def test_a_lone_narrow_pair_read_whole_with_doubt_is_still_cut() -> None:
 
 
 def test_a_bold_one_filling_a_tight_crop_is_read_in_the_other_polarity() -> None:
-    """A bold 1 cropped tight, over half the picture: the polarity vote takes the paper left either side of
-    it for the ink, and those strips along the frame are dropped as the frame's edge. All the ink having
-    lain along the frame, the other polarity (dense: the 1) is read instead."""
+    """A bold 1 cropped tight, over half the picture: the polarity vote took the paper left either side of
+    it for the ink (read in the other polarity after those strips were dropped); the picture is two clear
+    tones, and the paper is the one along the frame: a tight crop, read in the right polarity at once."""
     rng = np.random.default_rng(0)
     page = np.full((90, 30), 0.9, np.float32)
     page[:, 7:23] = 0.12
     page = cv2.GaussianBlur(page, (0, 0), 1.2) + rng.normal(0, 0.01, page.shape).astype(np.float32)
     result = recognize(png_bytes((np.clip(page, 0, 1) * 255).astype(np.uint8)), BarClassifier(), "auto")
-    assert result.number == "1" and result.steps["polarity_flipped"]
+    assert result.number == "1" and result.steps.get("tight_crop") and result.steps["polarity"].startswith("dark")
 
 
 @pytest.mark.parametrize("name", ["bold-one-tight-crop-15.png", "bold-one-tight-crop-44.png",
@@ -468,8 +468,8 @@ def test_bold_one_wider_than_the_lighting_window_is_read(name: str) -> None:
     # A marker 1 cropped tight (USPS digits rendered by benchmarks/trust.py's "bold, against the border"
     # style, seed 7), its stroke most of the picture's width: wider than the lighting estimate's window, so
     # in the dark polarity the stroke was "paper" and little ink was left, and the light polarity found only
-    # the paper along the frame (dropped as strips). Re-read against the strips' tone (the paper's), the
-    # stroke is the ink. Before: "not a digit".
+    # the paper along the frame (dropped as strips). Before: "not a digit". A tight crop (two clear tones)
+    # is now read against a plane fitted to its paper's pixels, not the lighting estimate.
     data = (Path(__file__).parent / "data" / name).read_bytes()
     result = recognize(data, load_classifier())
-    assert result.digit == 1 and result.reason is None and result.steps.get("flat_paper")
+    assert result.digit == 1 and result.reason is None and result.steps.get("tight_crop")

@@ -6,7 +6,8 @@ Two stages, both pure functions on arrays:
 1. `find_ink`: the whole image, at a reduced "analysis" resolution (fast for big photos) -> an `InkMap`:
    polarity decided from the image (dark ink on paper, or chalk/MNIST-style light on dark), the paper's
    uneven lighting divided out (a morphological-closing background estimate), and a threshold that is
-   Otsu's but never below the image's own noise level, so blank paper has no ink.
+   Otsu's but never below the image's own noise level, so blank paper has no ink. A bold digit cropped
+   tight (two clear tones, the paper along the frame) is read against a plane fitted to its paper instead.
 2. `render_digit`: one digit's region of the *original* image (so small digits in big photos keep their
    detail) -> the (28, 28) float32 the model reads: contrast stretched so the stroke core is 1, stroke
    weight nudged into MNIST's range, longer side scaled to 20 px with area averaging (anti-aliased), placed
@@ -18,6 +19,7 @@ Two stages, both pure functions on arrays:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,11 @@ NOISE_SIGMAS = 5.0  # ... and this many noise standard deviations above it
 BIMODAL_SEPARATION = 0.7
 MAX_WRITING_SHARE = 0.62  # writing (a bold digit cropped tight, its blur included) covers at most this share
 MAX_BOLD_SHARE = 0.9  # a bold 1 cropped tight, re-read on the paper's tone (`other_polarity`), is up to this
+# A bold digit cropped tight (`polarity`, `framed_tone`): the polarity vote's skewness is weak, under this
+# either way (its ink may be half the picture), and the picture is two clear tones, ...
+AMBIGUOUS_SKEW = 2.0  # (synthetic tight crops: |skewness| up to 1.7; plain writing mostly 2-11)
+MAX_SIDE_COVER = 0.9  # ... the ink covering at most this share of any side of the frame (where the crop cut it)
+MIN_TIGHT_EXTENT = 0.5  # ... and spanning at least this share of the picture's width and height
 DENSE_SHARE = 0.2  # ink over this share of the picture is dense (a bold digit in a tight crop): check polarity
 # Stroke width of MNIST digits, measured with `stroke_width` on the MNIST test set scaled to an 80 px box:
 # 5th/50th/95th percentiles 6.6 / 10.1 / 15.8 px. Strokes outside [MIN, MAX] are grown or thinned.
@@ -75,6 +82,9 @@ class InkMap:
     # (h, w) float32: the analysis image itself, in "dark ink" orientation (None: not kept). What is either
     # side of a piece of "ink" (paper, or more of the same tone: a shadow, the table) is read from it.
     paper: np.ndarray | None = None
+    # A tight crop of bold ink (`polarity`): two clear tones, the ink told from the paper by the frame; its
+    # ink may be up to MAX_BOLD_SHARE of the picture.
+    tight_crop: bool = False
 
 
 def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -101,11 +111,20 @@ def scale_to_max_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, flo
 
 
 def ink_is_dark(grey: np.ndarray) -> bool:
-    """Decide polarity from (h, w) grey: ink is the sparse tail of the local contrast's distribution.
+    """Decide polarity from (h, w) grey (`polarity`'s first answer)."""
+    return polarity(grey)[0]
+
+
+def polarity(grey: np.ndarray) -> tuple[bool, bool]:
+    """(h, w) grey -> (the ink is dark, the picture is a tight crop of bold ink): ink is the sparse tail of
+    the local contrast's distribution.
 
     Paper covers most of any picture of writing, so the residual after subtracting a broad local mean is
     a narrow peak (paper, noise) plus a long tail on the ink's side; the sign of its skewness says which
     side that is. Broad, smooth lighting changes are removed by the local mean and do not vote.
+    A bold digit cropped tight can cover half the picture or more: the vote is then weak (its skewness
+    under AMBIGUOUS_SKEW either way), and when the picture is two clear tones `framed_tone` decides. Its
+    ink is then a tight crop's when it covers over DENSE_SHARE of the picture.
     """
     grey, _ = scale_to_max_side(grey, POLARITY_MAX_SIDE)  # a global statistic: a small image will do
     height, width = grey.shape
@@ -115,9 +134,124 @@ def ink_is_dark(grey: np.ndarray) -> bool:
     squared = residual * residual
     spread = float(np.mean(squared, dtype=np.float64))
     if spread < 1e-10:
-        return True  # a flat image: no ink either way
+        return True, False  # a flat image: no ink either way
     skewness = float(np.mean(squared * residual, dtype=np.float64)) / spread**1.5
-    return skewness <= 0.0
+    if abs(skewness) < AMBIGUOUS_SKEW and may_be_tight(grey, skewness <= 0.0):
+        framed = framed_tone(grey)
+        if framed is not None:
+            return framed[0], framed[1] > DENSE_SHARE
+    return skewness <= 0.0, False
+
+
+def may_be_tight(grey: np.ndarray, dark: bool) -> bool:
+    """Whether (h, w) grey, its polarity voted `dark`, may be a tight crop of bold ink (for `framed_tone`
+    to judge): the mean tone along its frame is on the ink's side of the picture's mean (the vote may have
+    taken the paper for the ink), or over DENSE_SHARE of it is past halfway from that tone to the ink's
+    extreme. A plain digit with a margin is neither, and skips `framed_tone`'s work (on the server's path).
+    """
+    height, width = grey.shape
+    frame = (float(grey[0].sum()) + float(grey[-1].sum()) + float(grey[:, 0].sum()) + float(grey[:, -1].sum())) \
+        / (2 * (height + width))
+    middle = cv2.mean(grey)[0]
+    if (frame < middle) if dark else (frame > middle):
+        return True
+    darkest, lightest, _, _ = cv2.minMaxLoc(grey)
+    halfway = 0.5 * (frame + (darkest if dark else lightest))
+    beyond = cv2.countNonZero((grey < halfway) if dark else (grey > halfway))
+    return beyond > DENSE_SHARE * grey.size
+
+
+def framed_tone(grey: np.ndarray) -> tuple[bool, float] | None:
+    """(h, w) grey -> (its darker tone is the ink, the ink tone's share of the picture), or None when the
+    picture is not two clear tones (`two_tones`' separation under BIMODAL_SEPARATION).
+
+    A photo of writing is framed on its paper: however much of the picture a bold digit covers, the paper
+    surrounds it, and it meets the frame only where the crop cut it (a stroke's ends, a loop's side); the
+    paper runs along most of the frame. So the ink is the tone that covers less of the picture's outermost
+    pixels. Where the crop cut it, a stroke meets the frame across its width: not along a whole side (over
+    MAX_SIDE_COVER of it: None), as the edge of the paper, of the table or of a shadow does; and cropped tight,
+    it spans most of the picture both ways (MIN_TIGHT_EXTENT). (A light-on-dark picture, a chalkboard, is
+    framed by its dark board the same way.)
+    """
+    darker, separation = two_tones(grey)
+    if separation < BIMODAL_SEPARATION:
+        return None
+    share = edge_share(darker)
+    if share == 0.5:
+        return None
+    ink = darker if share < 0.5 else ~darker
+    sides = (ink[0], ink[-1], ink[:, 0], ink[:, -1])
+    if max(float(side.mean()) for side in sides) > MAX_SIDE_COVER:
+        return None  # it runs along a whole side: the edge of the paper, the table or a shadow, not a digit
+    if min(extent(ink, 0), extent(ink, 1)) < MIN_TIGHT_EXTENT:
+        return None  # not cropped tight to it: a band (a shadow's, the table's) across a wider picture
+    dark_share = float(darker.mean())
+    return (True, dark_share) if share < 0.5 else (False, 1.0 - dark_share)
+
+
+def extent(mask: np.ndarray, axis: int) -> float:
+    """(h, w) bool -> the share of the picture's width (axis 0) or height (axis 1) between the first and
+    the last column (row) holding 2% of its pixels or more (a few noise pixels do not count)."""
+    counts = np.count_nonzero(mask, axis=axis)
+    held = np.flatnonzero(counts >= max(1.0, 0.02 * mask.shape[axis]))
+    return 0.0 if held.size == 0 else float(held[-1] - held[0] + 1) / counts.size
+
+
+def two_tones(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """(h, w) grey -> ((h, w) bool its darker tone's pixels, how clearly it is two tones: Otsu's separation).
+
+    Judged on the grey smoothed a little, less a plane fitted to its lighter half (Otsu's): a lighting
+    gradient across blank paper is a spread of tones, not two of them (a linear ramp's Otsu separation is
+    0.75, two tones' 0.8-1), and less the plane, it is the paper's noise. (A plane fitted to all of it would
+    turn a step, the edge of the table, into two ramps.) OpenCV calls throughout: it runs on small images
+    on the server's path, where NumPy's per-call cost would dominate.
+    """
+    smooth = cv2.GaussianBlur(grey, (0, 0), 1.0)
+    _, lighter = cv2.threshold(cv2.convertScaleAbs(smooth, alpha=255.0), 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    residual = smooth - fit_plane(smooth, lighter)  # (h, w); the lighter half is most often the paper
+    as_bytes = cv2.normalize(residual, np.empty(residual.shape, np.uint8), 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
+    _, higher = cv2.threshold(as_bytes, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # (h, w) uint8 0/1
+    # Otsu's effectiveness (`otsu_separation`): between-class over total variance.
+    mean, deviation = (float(v[0, 0]) for v in cv2.meanStdDev(as_bytes))
+    share = cv2.countNonZero(higher) / higher.size
+    if deviation <= 0.0 or share in (0.0, 1.0):
+        return higher == 0, 0.0
+    high = cv2.mean(as_bytes, mask=higher)[0]
+    low = (mean - share * high) / (1.0 - share)
+    return higher == 0, share * (1.0 - share) * (high - low) ** 2 / deviation**2
+
+
+def fit_plane(values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) values -> (h, w) float32 the plane a + b x + c y closest to them (least squares) over the
+    pixels `where` (h, w, nonzero: chosen) holds (None: all of them)."""
+    height, width = values.shape
+    weight = np.ones(values.shape, np.float32) if where is None else where.astype(np.float32)
+    # The normal equations from image moments (sums of 1, x, y, x^2, xy, y^2 and of v, xv, yv over the
+    # chosen pixels): two calls in C, not an (n, 3) design matrix.
+    count = cv2.moments(weight)
+    value = cv2.moments(values.astype(np.float32) * weight)
+    if count["m00"] < 3:
+        return np.full(values.shape, float(np.mean(values)), np.float32)
+    # A whisker of ridge on the slopes: chosen pixels on one line leave the system singular (any plane
+    # through the line fits them), and then the flattest is taken; elsewhere it changes nothing visible.
+    ridge = 1e-6 * count["m00"] * max(height, width) ** 2
+    normal = np.array([[count["m00"], count["m10"], count["m01"]],
+                       [count["m10"], count["m20"] + ridge, count["m11"]],
+                       [count["m01"], count["m11"], count["m02"] + ridge]])
+    a, b, c = np.linalg.solve(normal, np.array([value["m00"], value["m10"], value["m01"]]))
+    columns = np.arange(width, dtype=np.float32)[None, :]
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    return (a + b * columns + c * rows).astype(np.float32)
+
+
+def paper_plane(paper: np.ndarray) -> np.ndarray:
+    """(h, w) grey with dark ink, two clear tones (a bold digit cropped tight) -> (h, w) float32 the paper's
+    tone: a plane (a linear lighting gradient) fitted to the lighter tone's pixels."""
+    ink, _ = two_tones(paper)
+    if np.count_nonzero(~ink) < 3:
+        return np.full(paper.shape, max(float(paper.max()), 0.05), np.float32)
+    tones = paper[~ink]
+    return np.clip(fit_plane(paper, ~ink), float(tones.min()), float(tones.max()))
 
 
 def estimate_background(paper: np.ndarray) -> np.ndarray:
@@ -235,7 +369,16 @@ def find_ink(grey: np.ndarray) -> InkMap:
     # 1. work small: lighting and thresholds need no more than ANALYSIS_MAX_SIDE pixels
     small, scale = scale_to_max_side(np.asarray(grey, dtype=np.float32), ANALYSIS_MAX_SIDE)
     # 2. polarity: turn light-on-dark (chalkboards, MNIST) into dark-on-light "paper"
-    dark = ink_is_dark(small)
+    dark, tight = polarity(small)
+    if tight:
+        # Two clear tones, the ink told from the paper by the frame: a bold digit cropped tight, whatever
+        # share of the picture it covers (up to MAX_BOLD_SHARE). Its strokes may be wider than the lighting
+        # estimate's window, so the paper's tone is a plane fitted to the paper's own pixels; and the checks
+        # below, which judge the other polarity by its ink's share and tone, are left out: such a crop
+        # leaves them undecided.
+        paper = small if dark else 1.0 - small
+        ink = ink_map(small, scale, dark, paper_plane(paper))
+        return dataclasses.replace(ink, tight_crop=True, steps={**ink.steps, "tight_crop": True})
     ink = ink_map(small, scale, dark)
     # The skewness vote needs ink to be the sparse side; a bold digit filling a tight crop is not. When the
     # vote finds no ink, or dense ink (over DENSE_SHARE of the picture), the other polarity is tried too,

@@ -31,7 +31,7 @@ import numpy as np
 
 from digitrec import smallarrays
 from digitrec.frames import remove_frames
-from digitrec.preprocess import MAX_WRITING_SHARE, InkMap, stroke_width
+from digitrec.preprocess import MAX_BOLD_SHARE, MAX_WRITING_SHARE, InkMap, stroke_width
 
 MAX_COMPONENTS = 400  # bound the work on noise: only the largest components are considered
 SPECK_AREA = 0.03  # a component under 3% of the largest one's area is a speck
@@ -390,7 +390,7 @@ def segment_ink(ink: InkMap, max_ink: float = MAX_INK_FRACTION) -> Segmentation:
     """An `InkMap` -> the digit groups in it, by rows (none for a blank or ink-free image, or one whose ink
     is over `max_ink` of the picture: a bold 1's tight crop re-read in the other polarity may be more)."""
     empty = Segmentation(np.zeros(ink.mask.shape, np.int32), (), 0, 0)
-    if not ink.mask.any() or ink.mask.mean() > max_ink:
+    if not ink.mask.any() or ink.mask.mean() > (max(max_ink, MAX_BOLD_SHARE) if ink.tight_crop else max_ink):
         return empty
     # 1. printed frames (a form's boxes), ruled lines
     mask, frames = remove_frames(ink.mask)
