@@ -473,3 +473,86 @@ def test_bold_one_wider_than_the_lighting_window_is_read(name: str) -> None:
     data = (Path(__file__).parent / "data" / name).read_bytes()
     result = recognize(data, load_classifier())
     assert result.digit == 1 and result.reason is None and result.steps.get("tight_crop")
+
+
+class SureOneClassifier(BarClassifier):
+    """As BarClassifier, with wider bars: a crop whose ink spans under 9 of 28 columns is a sure 1 (so two
+    1s touching, read whole, are one sure 1, as the bundled model reads them); a crop whose ink encloses
+    paper (a loop) is a sure 0 with no doubt that it is a digit (a "10" read whole as a 0)."""
+
+    bar = 9
+
+    def predict_scores(self, images: np.ndarray):
+        scores = super().predict_scores(images)
+        for index, image in enumerate(images):
+            paper = np.pad((image <= 0.3).astype(np.uint8), 1, constant_values=1)  # (30, 30)
+            cv2.floodFill(paper, None, (0, 0), 0)  # the paper reached from outside
+            if scores.not_digit[index] == 1.0 and paper.any():  # some paper is enclosed: a loop
+                scores.probabilities[index] = 0.001
+                scores.probabilities[index, 0] = 0.991
+                scores.not_digit[index] = 0.0
+        return scores
+
+
+def test_two_ones_touching_read_whole_as_a_sure_one_are_cut() -> None:
+    """A "11" written touching, narrower than most single digits, read whole as a sure 1, was never cut:
+    answered "1" with full confidence. A straight stroke stands apart at its end (`stroke_apart`), so it
+    is cut, and a 1 whose rows cross two strokes, cut into two 1s that meet at a point, is two 1s."""
+    page = np.full((120, 120), 255, np.uint8)
+    page[20:100, 50:56] = 0
+    page[20:100, 70:76] = 0
+    page[58:62, 56:70] = 0  # the two 1s touch
+    result = recognize(png_bytes(page), SureOneClassifier(), "auto")
+    assert result.number == "11" and len(result.digits) == 2
+
+
+def test_a_one_touching_a_digit_read_whole_as_that_digit_is_cut() -> None:
+    """A lone "10" no wider than tall, read whole as a sure 0 with no doubt, took the one-crop shortcut and
+    answered "0"; its 1 stands apart at its left end, so it is cut, and the 0 that swallowed it is marked."""
+    page = np.full((120, 140), 255, np.uint8)
+    page[20:100, 30:36] = 0  # the 1
+    cv2.ellipse(page, (75, 60), (22, 37), 0, 0, 360, 0, 6)  # the 0
+    page[58:62, 36:52] = 0  # the 1 touches the 0
+    result = recognize(png_bytes(page), SureOneClassifier(), "auto")
+    assert result.number == "10"
+    alone = page.copy()
+    alone[:, :45] = 255  # the 0 alone: one crop, read as it is
+    assert recognize(png_bytes(alone), SureOneClassifier(), "auto").number == "0"
+
+
+@pytest.mark.parametrize(("inked", "whole_absorbed"), [(0.1, True), (0.9, False)], ids=["at-a-point", "lengthwise"])
+def test_two_ones_read_as_one_are_marked_where_the_cut_meets_them_at_a_point(inked: float,
+                                                                            whole_absorbed: bool) -> None:
+    from digitrec.recognize import absorbed
+    from digitrec.runtime import Thresholds
+    from digitrec.segment import Group
+    from digitrec.split import Piece
+
+    pieces = [Piece(0, 1, Group((1,), (0, 0, 10, 50))), Piece(1, 2, Group((1,), (10, 0, 10, 50))),
+              Piece(0, 2, Group((1,), (0, 0, 20, 50)))]
+    scores = scores_of([(1, 0.99, 0.05)] * 3)
+    score = np.log(scores.probabilities.max(axis=1)) + np.log(1 - scores.not_digit)
+    thresholds = Thresholds(not_digit=0.79, low_confidence=0.94)
+    marked = absorbed(pieces, scores.probabilities, scores.not_digit, score, thresholds, [0, 1, 0],
+                      [0.0, inked, 0.0])
+    assert marked.tolist() == [False, False, whole_absorbed]
+
+
+@pytest.mark.parametrize(
+    ("whole", "kept_whole"),
+    [((0, 0.99, 0.001), True),  # a narrow 0 open at its top, cut into ")(" read as "11": a 0's sides
+     ((1, 0.99, 0.001), False),  # "11" read whole as one 1: two 1s
+     ((4, 0.99, 0.28), False)],  # "11" read whole as a 4 the model doubts is a digit: two 1s
+    ids=["zero", "one", "doubted"],
+)
+def test_a_digits_sides_cut_into_ones_stay_one_digit(whole: tuple, kept_whole: bool) -> None:
+    from digitrec.recognize import ones_from_a_digit
+    from digitrec.runtime import Thresholds
+    from digitrec.segment import Group
+    from digitrec.split import Piece
+
+    pieces = [Piece(0, 1, Group((1,), (0, 0, 10, 50))), Piece(1, 2, Group((1,), (10, 0, 10, 50))),
+              Piece(0, 2, Group((1,), (0, 0, 20, 50)))]
+    scores = scores_of([(1, 0.99, 0.01), (1, 0.99, 0.01), whole])
+    thresholds = Thresholds(not_digit=0.5, low_confidence=0.94)
+    assert ones_from_a_digit(scores, 0, pieces, 3, [0, 1], thresholds) is kept_whole

@@ -146,3 +146,43 @@ def test_a_faint_blurred_stroke_against_the_border_is_still_writing(depth: float
     one = np.ones((156, 28), np.float32)
     one[10:134] -= depth * np.exp(-0.5 * ((np.arange(28) - 11) / sigma) ** 2)[None, :]
     assert len(groups_of(cv2.GaussianBlur(one, (0, 0), 1.5)).groups) == 1
+
+
+def strokes_mask(name: str) -> np.ndarray:
+    """(80, w) bool ink of a few shapes a group can hold, drawn with 6 px strokes."""
+    canvas = np.zeros((80, 70), np.uint8)
+    if name == "11":  # two 1s touching at one point
+        canvas[:, 10:16] = 1
+        canvas[:, 34:40] = 1
+        canvas[38:42, 16:34] = 1
+    elif name == "14":  # a 1 against an open 4 (its stem and its bar), touching the 4's arm at one point
+        canvas[:, 4:10] = 1
+        cv2.line(canvas, (40, 0), (22, 48), 1, 6)
+        canvas[46:52, 22:66] = 1
+        canvas[:, 52:58] = 1
+        canvas[20:24, 10:30] = 1
+    elif name == "1":  # one 1 with a flag
+        canvas[:, 30:36] = 1
+        cv2.line(canvas, (30, 2), (18, 16), 1, 5)
+    elif name == "0":  # a narrow 0: its sides stand apart in its middle rows only
+        cv2.ellipse(canvas, (35, 40), (14, 37), 0, 0, 360, 1, 6)
+    elif name == "4":  # a 4: its stem stands apart above its bar only (a bar written low, under 60% of the
+        cv2.line(canvas, (30, 0), (10, 42), 1, 6)  # height, would pass: the model then keeps the 4 whole)
+        canvas[38:44, 10:60] = 1
+        canvas[:, 42:48] = 1
+    return canvas > 0
+
+
+@pytest.mark.parametrize(("name", "apart"), [("11", True), ("14", True), ("1", False), ("0", False), ("4", False)])
+def test_a_straight_stroke_standing_apart_at_a_groups_end_is_found(name: str, apart: bool) -> None:
+    from digitrec.split import upright_stroke_at_end
+
+    assert upright_stroke_at_end(strokes_mask(name)) is apart
+
+
+def test_rows_crossing_two_strokes_tell_two_ones_from_one() -> None:
+    from digitrec.split import two_strokes_share
+
+    assert two_strokes_share(strokes_mask("11")) > 0.9
+    assert two_strokes_share(strokes_mask("1")) < 0.3
+    assert two_strokes_share(np.zeros((10, 10), bool)) == 0.0

@@ -26,7 +26,7 @@ from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
 from digitrec.preprocess import DENSE_SHARE, MAX_BOLD_SHARE, InkMap, find_ink, other_polarity, render_digit
 from digitrec.runtime import Classifier, Scores, Thresholds, classify, decision_thresholds
 from digitrec.segment import Group, Segmentation, group_mask, merge_groups, segment_ink, split_group
-from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces
+from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces, two_strokes_share, upright_stroke_at_end
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ NOISE_DIGITS = 4  # a reading of this many digits or more, most of them guesses 
 NOISE_CONFIDENCE = 0.5  # ... this), is specks read as digits, not a number
 ABSORB_SHAPE = 0.3  # a piece whose shape penalties (log units) exceed this is no confident digit for `absorbed`
 ABSORB_COST = 0.5  # a piece that absorbed a confident neighbour (`absorbed`) pays this (log units)
+DOUBLE_ONE = 0.6  # a crop read as a 1 whose rows cross two strokes in this share of them is two 1s ...
+DOUBLE_ONE_COST = 0.5  # ... and pays this (log units): the model reads a "11" as a sure 1
+TOUCH_INK = 0.35  # a cut in ink over at most this share of its rows meets the strokes it crosses at a point
 # The segmentation's certainty is a logistic of the margin between the best and second-best readings:
 SEGMENTATION_TEMPERATURE = 0.1  # a margin of 0.1 (log units) -> 73%, 0.3 -> 95%, 0.5 -> 99%
 
@@ -193,23 +196,29 @@ def uncut_piece(pieces: list[Piece], nodes: int) -> int:
 
 
 def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: int,
-               strokes: list[int] | None = None, min_aspect: float = SPLIT_ASPECT) -> tuple[list[Piece], int]:
+               strokes: list[int] | None = None, min_aspect: float = SPLIT_ASPECT,
+               inked: list[float] | None = None) -> tuple[list[Piece], int]:
     """A group -> (its lattice of pieces, number of lattice nodes). Uncut groups (cut False, or no wider
     than `min_aspect` x its height) are one piece.
 
     strokes: if given, filled with the number of strokes (runs of ink) each node's cut crosses (0 for the
-    group's edges)."""
+    group's edges); inked: with the share of each node's cut that runs in ink (a point where strokes touch,
+    or along a stroke)."""
     x, y, w, h = group.box
     if not cut or w <= min_aspect * h or max_cuts <= 0:
         if strokes is not None:
             strokes[:] = [0, 0]
+        if inked is not None:
+            inked[:] = [0.0, 0.0]
         return [Piece(0, 1, group)], 2
     mask = group_mask(segmentation, group)[y : y + h, x : x + w]  # (h, w)
     cuts = cut_paths(mask, max_cuts=max_cuts)
+    crossed = [mask[np.arange(h), np.clip(path, 0, w - 1)] for path in cuts]  # (h,) ink along each cut
     if strokes is not None:
-        crossed = [mask[np.arange(h), np.clip(path, 0, w - 1)] for path in cuts]  # (h,) ink along each cut
         strokes[:] = [0, *(int(np.count_nonzero(np.diff(np.concatenate([[0], c.astype(np.int8)])) == 1))
                            for c in crossed), 0]
+    if inked is not None:
+        inked[:] = [0.0, *(float(c.mean()) for c in crossed), 0.0]
     return lattice_pieces(mask, group, cuts), len(cuts) + 2
 
 
@@ -231,7 +240,7 @@ def piece_scores(pieces: list[Group], heights: list[int], probabilities: np.ndar
 
 
 def absorbed(pieces: list[Piece], probabilities: np.ndarray, not_digit: np.ndarray, score: np.ndarray,
-             thresholds: Thresholds, strokes: list[int]) -> np.ndarray:
+             thresholds: Thresholds, strokes: list[int], inked: list[float] | None = None) -> np.ndarray:
     """(len(pieces),) True where a piece holds a neighbour it does not need: it reads as digit d, a part
     of it (from one of its ends to a cut) reads as the same d confidently, the rest is a confident digit
     of its own, a 1, and the cut between them crosses a single stroke (`strokes`: per lattice node), where
@@ -240,6 +249,9 @@ def absorbed(pieces: list[Piece], probabilities: np.ndarray, not_digit: np.ndarr
     through one digit, taking off its tail or its edge, crosses two strokes or more: a 2's arc and its
     base. Only a 1: with a model that has no not-a-digit output, a digit's edge read as a sure 0, 6 or 9
     beside it cost 4 points of two-row images and 0.6 of single USPS digits.)
+    Two 1s touching read as one 1 ("11": the model reads it as a sure 1) absorb each other the same way when
+    the cut meets them at a point (`inked`: in ink over at most TOUCH_INK of its rows), not along a bold
+    1's length.
     """
     sure = ((probabilities.max(axis=1) >= thresholds.low_confidence)
             & (not_digit < PIECE_NOT_DIGIT * thresholds.not_digit)
@@ -256,7 +268,35 @@ def absorbed(pieces: list[Piece], probabilities: np.ndarray, not_digit: np.ndarr
                     and 1 in (digit[left], digit[right]):
                 out[index] = True
                 break
+            if digit[index] == digit[left] == digit[right] == 1 and inked is not None and inked[middle] <= TOUCH_INK:
+                out[index] = True
+                break
     return out
+
+
+def doubled_ones(segmentation: Segmentation, crops: list[Group], probabilities: np.ndarray) -> np.ndarray:
+    """(len(crops),) True where a crop read as a 1 crosses two strokes in most of its rows (DOUBLE_ONE):
+    two 1s touching, or a 1 with its neighbour's edge, not one 1. Only crops read as 1s that are wider than
+    a thin stroke are looked at."""
+    out = np.zeros(len(crops), bool)
+    for index in np.flatnonzero(probabilities.argmax(axis=1) == 1).tolist():
+        x, y, w, h = crops[index].box
+        if w >= 0.2 * h:
+            out[index] = two_strokes_share(group_mask(segmentation, crops[index])[y : y + h, x : x + w]) >= DOUBLE_ONE
+    return out
+
+
+def ones_from_a_digit(scores: Any, start: int, pieces: list[Piece], nodes: int, taken: list[int],
+                      thresholds: Thresholds) -> bool:
+    """Whether a group cut only for a stroke standing apart (`stroke_apart`) is a digit's sides read as 1s:
+    every piece taken is a 1, and the whole (rows from `start` of the batch) reads as another digit that
+    the model has almost no doubt is one (not-a-digit under ALONE_NOT_DIGIT of the threshold: a narrow 0
+    open at its top cut into ")(", "11"). Two 1s touching read whole as a 1, or as something the model
+    doubts is a digit ("11" as a 4 at not-a-digit 0.28)."""
+    whole = start + uncut_piece(pieces, nodes)
+    ones = all(int(scores.probabilities[start + index].argmax()) == 1 for index in taken)
+    return bool(ones and int(scores.probabilities[whole].argmax()) != 1
+                and scores.not_digit[whole] < ALONE_NOT_DIGIT * thresholds.not_digit)
 
 
 def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, classifier: Classifier,
@@ -268,7 +308,7 @@ def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, c
     for one digit, and a cut reading would have to beat a confident whole by DIGIT_COST anyway.
     """
     _, _, width, height = group.box
-    if not SPLIT_ASPECT * height < width <= SURE_ASPECT * height:
+    if not SPLIT_ASPECT * height < width <= SURE_ASPECT * height or stroke_apart(segmentation, group):
         return None
     rendered = [render_piece(grey, ink, segmentation, group)]
     scores = classify(classifier, np.stack([rendered[0][0]]))
@@ -276,6 +316,14 @@ def confident_alone(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, c
             and scores.not_digit[0] < ALONE_NOT_DIGIT * thresholds.not_digit:
         return rendered, scores
     return None
+
+
+def stroke_apart(segmentation: Segmentation, group: Group) -> bool:
+    """Whether a group too narrow to be cut for its width has a straight stroke standing apart at one end
+    (`split.upright_stroke_at_end`: a 1 against a neighbour, "14", "81", "11"): worth cutting after all.
+    A confident whole does not stop it: the model reads a "14" as a sure 4 and a "11" as a sure 1."""
+    x, y, w, h = group.box
+    return w > RECUT_ASPECT * h and upright_stroke_at_end(group_mask(segmentation, group)[y : y + h, x : x + w])
 
 
 def sure_digit(scores: Any, at: int, thresholds: Thresholds) -> bool:
@@ -431,12 +479,23 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         crops, heights, plans, whole, merge_option = [every[0]], [every[0].box[3]], [([Piece(0, 1, every[0])], 2)], \
             None, False
     strokes: list[list[int]] = [[0, 0]] * len(plans)  # per group, the strokes each lattice node's cut crosses
+    apart: set[int] = set()  # ids of the piece lists of groups cut only for a stroke standing apart at one end
+    inked: dict[int, list[float]] = {}  # per piece list: the share of each lattice node's cut in ink
     for row in rows if alone is None else ():
         for group in row:
             _, _, w, h = group.box
-            cut = budget > 0 and w / h > CONTEXT_WIDER * typical
+            wide = w / h > CONTEXT_WIDER * typical and w > SPLIT_ASPECT * h
+            # (a lone group up to SURE_ASPECT is cut for its width only when `confident_alone` doubts it)
+            shortcut = len(every) == 1 and w <= SURE_ASPECT * h
+            stroke = budget > 0 and (not wide or shortcut) and stroke_apart(segmentation, group)
             strokes.append([])
-            plan = plan_group(segmentation, group, cut, min(40, round(4 * w / max(1, h)) + 2), strokes[-1])
+            shares: list[float] = []
+            plan = plan_group(segmentation, group, budget > 0 and (wide or stroke),
+                              min(40, round(4 * w / max(1, h)) + 2), strokes[-1],
+                              RECUT_ASPECT if stroke else SPLIT_ASPECT, shares)
+            inked[id(plan[0])] = shares
+            if stroke:
+                apart.add(id(plan[0]))
             budget -= len(plan[0])
             plans.append(plan)
     if alone is None:
@@ -458,12 +517,14 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                                                               every, plans, strokes, crops, heights, rendered,
                                                               scores)
     score = piece_scores(crops, heights, scores.probabilities, scores.not_digit)
+    if alone is None:
+        score -= DOUBLE_ONE_COST * doubled_ones(segmentation, crops, scores.probabilities)
     offset = 0
     for (pieces, _), crossed in zip(plans, strokes, strict=True):
         if len(pieces) > 2:
             part = slice(offset, offset + len(pieces))
             score[part] -= ABSORB_COST * absorbed(pieces, scores.probabilities[part], scores.not_digit[part],
-                                                  score[part], thresholds, crossed)
+                                                  score[part], thresholds, crossed, inked.get(id(pieces)))
         offset += len(pieces)
     # 4. per group, the best way of cutting it; its margin over the second best is the segmentation's doubt
     read_rows: list[list[Choice]] = []
@@ -483,6 +544,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                     sure_digit(scores, start + index, thresholds) for index in taken):
                 # cut only because the model rejected it whole: its pieces must each be a sure digit
                 taken, second = [uncut_piece(pieces, nodes)], -math.inf
+            if id(pieces) in apart and len(taken) > 1 and ones_from_a_digit(scores, start, pieces, nodes, taken,
+                                                                            thresholds):
+                taken, second = [uncut_piece(pieces, nodes)], -math.inf
             # A lone group's pieces must not outvote it; in a row of several, the row's whole is checked below
             # (dropping one group of a number would answer a wrong number, not a rejection).
             if len(taken) > 1 and mode != "digit" and len(every) == 1:
@@ -498,7 +562,9 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                     start += len(pieces)
                     continue
             chosen += [Choice(start + index, pieces[index].group) for index in taken]
-            if second > -math.inf:
+            # A group cut only for a stroke standing apart and read whole after all carries no doubt of its
+            # own: it would not have been cut for its width (a clean digit's answer is not made unsure).
+            if second > -math.inf and not (id(pieces) in apart and len(taken) == 1):
                 margins.append(best - second)
             start += len(pieces)
         read_rows.append(chosen)

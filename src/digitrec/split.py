@@ -206,3 +206,60 @@ def best_readings(pieces: list[Piece], scores: np.ndarray, nodes: int,
         node, count, rank = pieces[index].start, count - 1, previous_rank
     second = worths[1][0] if len(worths) > 1 else -math.inf
     return taken[::-1], worths[0][0], second
+
+
+END_STROKE_ROWS = 0.6  # an end stroke stands apart from the rest of the ink in this share of the middle rows ...
+END_STROKE_BEND = 0.06  # ... and is straight: its centre strays at most this much (x height) from a line ...
+END_STROKE_WIDTH = 0.35  # ... and it is a stroke, no wider than this (x height), not a loop's side
+
+
+def upright_stroke_at_end(mask: np.ndarray) -> bool:
+    """(h, w) bool ink of one group -> whether a straight stroke stands apart at its left or right end
+    over most of its height: a 1 written against a neighbour ("14", "81", "11", a "16" whose join leaves
+    it one group), or the stem of a second digit ("44", "47"). Cheap (one pass over the rows, no model):
+    it decides whether a group no wider than one digit is worth cutting. A single digit's own strokes
+    seldom stand apart that long: a 4's stem only above its bar, a 9's below its loop is its only ink;
+    a 0's sides, apart in its middle rows, meet at its top and at its bottom (a loop, not two strokes).
+    """
+    height, width = mask.shape
+    if height < 8 or width < 3:
+        return False
+    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
+    steps = np.diff(padded, axis=1)  # (h, w + 1): +1 where a run starts, -1 one past where it ends
+    apart = np.count_nonzero(steps == 1, axis=1) >= 2  # (h,) rows with two runs or more
+    edge = max(1, height // 20)
+    if not (apart[:edge].any() or apart[-edge:].any()):
+        return False  # closed at the top and at the bottom: one loop (a 0), not two strokes
+    margin = max(1, height // 10)
+    middle = apart[margin : height - margin]
+    rows = np.flatnonzero(middle) + margin
+    if len(rows) < END_STROKE_ROWS * len(middle):
+        return False
+    starts, ends = steps[rows] == 1, steps[rows] == -1  # (k, w + 1)
+    first_start, first_end = starts.argmax(axis=1), ends.argmax(axis=1)  # (k,) the leftmost run
+    last_start = width - starts[:, ::-1].argmax(axis=1)  # (k,) the rightmost run: the last start and end
+    last_end = width - ends[:, ::-1].argmax(axis=1)
+    for run_start, run_end in ((first_start, first_end), (last_start, last_end)):
+        # Where the stroke stands apart, it is a stroke's width; where it meets its neighbour, the rows hold
+        # the join (wider) and do not count.
+        run_width = run_end - run_start  # (k,)
+        typical = float(np.median(run_width))
+        if typical > END_STROKE_WIDTH * height:
+            continue
+        thin = run_width <= 1.5 * typical + 1  # (k,)
+        if np.count_nonzero(thin) < END_STROKE_ROWS * len(middle):
+            continue
+        centre = (run_start[thin] + run_end[thin]) / 2.0  # (k',)
+        slope, offset = np.polyfit(rows[thin].astype(np.float64), centre, 1)
+        if float(np.abs(centre - (slope * rows[thin] + offset)).max()) <= END_STROKE_BEND * height + 1.0:
+            return True
+    return False
+
+
+def two_strokes_share(mask: np.ndarray) -> float:
+    """(h, w) bool ink of one piece -> the share of its inked rows that cross two strokes or more. A 1 is
+    one stroke (its flag or base adds a few such rows); two 1s touching, "11", cross two in most rows."""
+    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 0)))
+    runs = np.count_nonzero(np.diff(padded, axis=1) == 1, axis=1)  # (h,) runs of ink per row
+    inked = np.count_nonzero(runs)
+    return float(np.count_nonzero(runs >= 2)) / inked if inked else 0.0
