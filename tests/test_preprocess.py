@@ -226,6 +226,18 @@ def test_the_edge_of_the_table_or_a_band_is_no_tight_crop(columns: tuple[int, in
     assert framed_tone(grey) is None and not polarity(grey)[1] and not find_ink(grey).tight_crop
 
 
+def test_a_faint_stroke_filling_the_picture_is_left_to_the_faint_ink_search() -> None:
+    # A faint pen's stroke (8% darker than its paper) cropped tight is two tones too; read as a bold tight
+    # crop, its contrast fell under MIN_CONTRAST and nothing was found, where `faint_ink` finds it
+    # (faint_ink.py: yellow pen read right 85-94% -> 80-90% before this check).
+    grey = np.full((90, 60), 0.9, np.float32)
+    grey[5:85, 12:48] = 0.9 * 0.92
+    grey = cv2.GaussianBlur(grey, (0, 0), 1.0) + np.random.default_rng(8).normal(0, 0.004, grey.shape)
+    grey = grey.clip(0, 1).astype(np.float32)
+    assert two_tones(grey)[1] >= BIMODAL_SEPARATION and framed_tone(grey) is None
+    assert not find_ink(grey).tight_crop
+
+
 def faint_page(digit: np.ndarray | None, contrast: float, rng: np.random.Generator, size: int = 200) -> np.ndarray:
     """A phone photo of `digit` (MNIST, 90 px) written `contrast` darker than its paper (light pencil, a
     yellow pen), the light falling off across the page, a little focus blur and sensor noise; None: blank."""

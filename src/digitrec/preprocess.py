@@ -123,8 +123,9 @@ def polarity(grey: np.ndarray) -> tuple[bool, bool]:
     a narrow peak (paper, noise) plus a long tail on the ink's side; the sign of its skewness says which
     side that is. Broad, smooth lighting changes are removed by the local mean and do not vote.
     A bold digit cropped tight can cover half the picture or more: the vote is then weak (its skewness
-    under AMBIGUOUS_SKEW either way), and when the picture is two clear tones `framed_tone` decides. Its
-    ink is then a tight crop's when it covers over DENSE_SHARE of the picture.
+    under AMBIGUOUS_SKEW either way), and when the picture is two clear tones whose ink covers over
+    DENSE_SHARE of it, a tight crop's, `framed_tone` decides. (Where its ink is sparse the vote stands: the
+    two tones of a faint photo may be its lighting's, not its ink's.)
     """
     grey, _ = scale_to_max_side(grey, POLARITY_MAX_SIDE)  # a global statistic: a small image will do
     height, width = grey.shape
@@ -138,8 +139,8 @@ def polarity(grey: np.ndarray) -> tuple[bool, bool]:
     skewness = float(np.mean(squared * residual, dtype=np.float64)) / spread**1.5
     if abs(skewness) < AMBIGUOUS_SKEW and may_be_tight(grey, skewness <= 0.0):
         framed = framed_tone(grey)
-        if framed is not None:
-            return framed[0], framed[1] > DENSE_SHARE
+        if framed is not None and framed[1] > DENSE_SHARE:
+            return framed[0], True
     return skewness <= 0.0, False
 
 
@@ -169,8 +170,9 @@ def framed_tone(grey: np.ndarray) -> tuple[bool, float] | None:
     surrounds it, and it meets the frame only where the crop cut it (a stroke's ends, a loop's side); the
     paper runs along most of the frame. So the ink is the tone that covers less of the picture's outermost
     pixels. Where the crop cut it, a stroke meets the frame across its width: not along a whole side (over
-    MAX_SIDE_COVER of it: None), as the edge of the paper, of the table or of a shadow does; and cropped tight,
-    it spans most of the picture both ways (MIN_TIGHT_EXTENT). (A light-on-dark picture, a chalkboard, is
+    MAX_SIDE_COVER of it: None), as the edge of the paper, of the table or of a shadow does; cropped tight,
+    it spans most of the picture both ways (MIN_TIGHT_EXTENT); and a bold marker's ink is clearly darker
+    (or lighter) than its paper (MIN_CONTRAST). (A light-on-dark picture, a chalkboard, is
     framed by its dark board the same way.)
     """
     darker, separation = two_tones(grey)
@@ -185,6 +187,12 @@ def framed_tone(grey: np.ndarray) -> tuple[bool, float] | None:
         return None  # it runs along a whole side: the edge of the paper, the table or a shadow, not a digit
     if min(extent(ink, 0), extent(ink, 1)) < MIN_TIGHT_EXTENT:
         return None  # not cropped tight to it: a band (a shadow's, the table's) across a wider picture
+    # Clear tones: the ink at least MIN_CONTRAST darker than its paper, as `ink_levels` asks (the two tones
+    # of a faint pen's digit are left to `faint_ink`).
+    low = cv2.mean(grey, mask=darker.view(np.uint8))[0]
+    high = cv2.mean(grey, mask=(~darker).view(np.uint8))[0]
+    if high - low < MIN_CONTRAST * (high if share < 0.5 else 1.0 - low):
+        return None
     dark_share = float(darker.mean())
     return (True, dark_share) if share < 0.5 else (False, 1.0 - dark_share)
 
