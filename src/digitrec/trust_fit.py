@@ -386,13 +386,15 @@ STYLES_RECORD = {
     "styles": {
         "continental 1": "flag 22-45% of the height at 30-60 deg below horizontal, base half the time; edits add a"
                          " flag and (60%) a base to MNIST 1s",
-        "slashed 0": "oval (open or overshooting variants) with a slash; edits slash MNIST 0s",
+        "slashed 0": "oval (open or overshooting variants) with a slash; edits slash MNIST 0s; refined with a"
+                     " squared variant (superellipse: straight sides, rounded corners)",
         "open-top 4": "left stroke not meeting the stem; a 'u'-shaped variant",
         "open 9": "g-like tail hooking left; a head open at the top right",
         "short-bar 7": "bar 20-35% of the height (straight or wavy), crossed half the time",
         "crossed 7": "full bar and a cross bar; edits add a bar to MNIST 7s",
         "thin faint": "MNIST digits eroded to a 1 px-4% pen, ink 13-35% darker than the paper",
-        "border cropped": "MNIST digits thickened, on paper with no margin, 30% with a sliver cut by the border",
+        "border cropped": "MNIST digits thickened (by up to 4% of the height; refined with up to 9%), on paper"
+                          " with no margin, 30% with a sliver cut by the border",
         "photographed": "MNIST digits at 28-120 px on random paper (the pipeline's own rendering of real digits)",
     },
     "held_out_for_benchmark": "one template variant per style (serif 1, boxy slashed 0, slanted open 4, cursive-loop"
