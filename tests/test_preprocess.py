@@ -238,6 +238,18 @@ def test_a_faint_stroke_filling_the_picture_is_left_to_the_faint_ink_search() ->
     assert not find_ink(grey).tight_crop
 
 
+def test_speckled_paper_is_no_tight_crop() -> None:
+    # Grainy paper's dark specks, 40% of the picture and spread to its frame, are two tones too; read
+    # as a tight crop (against a plane, up to 90% ink) they were dozens of "digits" in several rows. One
+    # bold digit's ink is mostly one piece.
+    rng = np.random.default_rng(12)
+    specks = (rng.random((150, 100)) < 0.03).astype(np.float32)
+    specks = cv2.dilate(specks, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    grey = cv2.GaussianBlur(0.85 - 0.5 * specks, (0, 0), 1.0).astype(np.float32)
+    assert two_tones(grey)[1] >= BIMODAL_SEPARATION and framed_tone(grey) is None
+    assert not find_ink(grey).tight_crop
+
+
 def faint_page(digit: np.ndarray | None, contrast: float, rng: np.random.Generator, size: int = 200) -> np.ndarray:
     """A phone photo of `digit` (MNIST, 90 px) written `contrast` darker than its paper (light pencil, a
     yellow pen), the light falling off across the page, a little focus blur and sensor noise; None: blank."""

@@ -46,7 +46,8 @@ MAX_BOLD_SHARE = 0.9  # a bold 1 cropped tight, re-read on the paper's tone (`ot
 # either way (its ink may be half the picture), and the picture is two clear tones, ...
 AMBIGUOUS_SKEW = 2.0  # (synthetic tight crops: |skewness| up to 1.7; plain writing mostly 2-11)
 MAX_SIDE_COVER = 0.9  # ... the ink covering at most this share of any side of the frame (where the crop cut it)
-MIN_TIGHT_EXTENT = 0.5  # ... and spanning at least this share of the picture's width and height
+MIN_TIGHT_EXTENT = 0.5  # ... and spanning at least this share of the picture's width and height, ...
+MIN_MAIN_PIECE = 0.5  # ... its largest piece holding at least this share of it (not speckled paper's grain)
 DENSE_SHARE = 0.2  # ink over this share of the picture is dense (a bold digit in a tight crop): check polarity
 # Stroke width of MNIST digits, measured with `stroke_width` on the MNIST test set scaled to an 80 px box:
 # 5th/50th/95th percentiles 6.6 / 10.1 / 15.8 px. Strokes outside [MIN, MAX] are grown or thinned.
@@ -171,9 +172,9 @@ def framed_tone(grey: np.ndarray) -> tuple[bool, float] | None:
     paper runs along most of the frame. So the ink is the tone that covers less of the picture's outermost
     pixels. Where the crop cut it, a stroke meets the frame across its width: not along a whole side (over
     MAX_SIDE_COVER of it: None), as the edge of the paper, of the table or of a shadow does; cropped tight,
-    it spans most of the picture both ways (MIN_TIGHT_EXTENT); and a bold marker's ink is clearly darker
-    (or lighter) than its paper (MIN_CONTRAST). (A light-on-dark picture, a chalkboard, is
-    framed by its dark board the same way.)
+    it spans most of the picture both ways (MIN_TIGHT_EXTENT); a bold marker's ink is clearly darker (or
+    lighter) than its paper (MIN_CONTRAST); and one digit's ink is mostly one piece (MIN_MAIN_PIECE). (A
+    light-on-dark picture, a chalkboard, is framed by its dark board the same way.)
     """
     darker, separation = two_tones(grey)
     if separation < BIMODAL_SEPARATION:
@@ -192,6 +193,10 @@ def framed_tone(grey: np.ndarray) -> tuple[bool, float] | None:
     low = cv2.mean(grey, mask=darker.view(np.uint8))[0]
     high = cv2.mean(grey, mask=(~darker).view(np.uint8))[0]
     if high - low < MIN_CONTRAST * (high if share < 0.5 else 1.0 - low):
+        return None
+    # One bold digit: most of its tone is one piece, not the grain of speckled paper.
+    _, _, stats, _ = cv2.connectedComponentsWithStats(ink.view(np.uint8), connectivity=8)
+    if stats.shape[0] < 2 or stats[1:, cv2.CC_STAT_AREA].max() < MIN_MAIN_PIECE * stats[1:, cv2.CC_STAT_AREA].sum():
         return None
     dark_share = float(darker.mean())
     return (True, dark_share) if share < 0.5 else (False, 1.0 - dark_share)
