@@ -180,6 +180,17 @@ def test_a_straight_stroke_standing_apart_at_a_groups_end_is_found(name: str, ap
     assert upright_stroke_at_end(strokes_mask(name)) is apart
 
 
+def test_a_group_too_small_to_judge_has_no_stroke_standing_apart() -> None:
+    """Specks of grainy paper 9-19 px tall passed as "11"s and were cut into digits: under 20 px nothing is
+    judged (the "11" shrunk to 16 px tall is left as it is)."""
+    from digitrec.split import upright_stroke_at_end
+
+    small = cv2.resize(strokes_mask("11").astype(np.uint8), (14, 16), interpolation=cv2.INTER_NEAREST) > 0
+    assert not upright_stroke_at_end(small)
+    large = cv2.resize(strokes_mask("11").astype(np.uint8), (35, 40), interpolation=cv2.INTER_NEAREST) > 0
+    assert upright_stroke_at_end(large)
+
+
 def test_rows_crossing_two_strokes_tell_two_ones_from_one() -> None:
     from digitrec.split import two_strokes_share
 

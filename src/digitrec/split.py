@@ -210,6 +210,9 @@ def best_readings(pieces: list[Piece], scores: np.ndarray, nodes: int,
 
 END_STROKE_ROWS = 0.6  # an end stroke stands apart from the rest of the ink in this share of the middle rows ...
 END_STROKE_BEND = 0.06  # ... and is straight: its centre strays at most this much (x height) from a line ...
+# A group shorter than this (analysis px) is too small to judge: a pixel's noise is a tenth of its height, and
+# specks of grainy paper (9-19 px) passed. Touching digits' groups measured 24 px tall or more.
+END_STROKE_HEIGHT = 20
 END_STROKE_WIDTH = 0.35  # ... and it is a stroke, no wider than this (x height), not a loop's side
 
 
@@ -222,7 +225,7 @@ def upright_stroke_at_end(mask: np.ndarray) -> bool:
     a 0's sides, apart in its middle rows, meet at its top and at its bottom (a loop, not two strokes).
     """
     height, width = mask.shape
-    if height < 8 or width < 3:
+    if height < END_STROKE_HEIGHT or width < 3:
         return False
     padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
     steps = np.diff(padded, axis=1)  # (h, w + 1): +1 where a run starts, -1 one past where it ends
