@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from digitrec.preprocess import find_ink
-from digitrec.segment import segment_ink, split_group
+from digitrec.segment import is_border_strip, segment_ink, split_group
 
 
 def groups_of(grey: np.ndarray):
@@ -197,3 +197,28 @@ def test_rows_crossing_two_strokes_tell_two_ones_from_one() -> None:
     assert two_strokes_share(strokes_mask("11")) > 0.9
     assert two_strokes_share(strokes_mask("1")) < 0.3
     assert two_strokes_share(np.zeros((10, 10), bool)) == 0.0
+
+
+def strip_stats(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) bool with one piece -> (its stats row, the labels)."""
+    _count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return stats[1], labels
+
+
+def test_a_table_edge_a_few_pixels_inside_the_frame_is_a_border_strip() -> None:
+    # The line along a table's wavy edge, full height, a few pixels inside the right border and reaching it
+    # in only some rows (blank paper in benchmarks/trust.py, read as "1"): it lies along the border within
+    # its own thickness. A 1 written near the border, meeting it at its foot, does not; nor a 1 lying
+    # within its thickness of the border but stopping short of the picture's ends (a thin 1 in a narrow crop).
+    edge = np.zeros((80, 160), bool)
+    edge[:, 150:155] = True
+    edge[::3, 155:] = True  # the wavy part reaching the frame in a third of the rows
+    one = np.zeros((80, 160), bool)
+    for row in range(10, 70):
+        one[row, 150 + (row - 10) // 12 : 155 + (row - 10) // 12] = True  # leaning right, its foot at the border
+    near = np.zeros((80, 160), bool)
+    near[6:74, 152:157] = True
+    near[6:74:4, 157:] = True
+    for mask, expected in ((edge, True), (one, False), (near, False)):
+        stats, labels = strip_stats(mask)
+        assert is_border_strip(stats, labels, 1) == expected

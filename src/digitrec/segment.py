@@ -225,16 +225,20 @@ def is_border_strip(component: np.ndarray, labels: np.ndarray, label: int) -> bo
     """A thin piece lying along one border for most of its length, the picture going on beyond it: the
     edge of the paper, of the table or of a shadow, cut by the frame. A written stroke meets the border at
     its end or runs into a corner; it does not lie along the frame's edge."""
-    x, y, w, h, _ = (int(value) for value in component)
+    x, y, w, h, area = (int(value) for value in component)
     height, width = labels.shape
-    # The outermost three pixels count as the border (a photo's last columns are often lighter: resampling, blur).
+    # The outermost three pixels count as the border (a photo's last columns are often lighter: resampling, blur);
+    # for a strip crossing the whole picture, as many as it is thick: the line of a table's wavy edge, cut by
+    # the frame at both ends, runs a few pixels inside it (a written 1 by the border stops short of the ends).
     bands = []
     if h >= STRIP_ASPECT * w and w <= 0.5 * width:  # upright: along the left or right border
-        bands += [labels[y : y + h, :3]] if x <= 2 else []
-        bands += [labels[y : y + h, -3:]] if x + w >= width - 2 else []
+        near = max(3, round(area / max(h, 1))) if y <= 2 and y + h >= height - 2 else 3
+        bands += [labels[y : y + h, :near]] if x <= 2 else []
+        bands += [labels[y : y + h, -near:]] if x + w >= width - 2 else []
     if w >= STRIP_ASPECT * h and h <= 0.5 * height:  # lying: along the top or bottom border
-        bands += [labels[:3, x : x + w].T] if y <= 2 else []
-        bands += [labels[-3:, x : x + w].T] if y + h >= height - 2 else []
+        near = max(3, round(area / max(w, 1))) if x <= 2 and x + w >= width - 2 else 3
+        bands += [labels[:near, x : x + w].T] if y <= 2 else []
+        bands += [labels[-near:, x : x + w].T] if y + h >= height - 2 else []
     return any(np.count_nonzero((band == label).any(axis=1)) >= STRIP_CONTACT * band.shape[0] for band in bands)
 
 
