@@ -25,7 +25,7 @@ import numpy as np
 from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
 from digitrec.preprocess import DENSE_SHARE, MAX_BOLD_SHARE, InkMap, find_ink, other_polarity, render_digit
 from digitrec.runtime import Classifier, Scores, Thresholds, classify, decision_thresholds
-from digitrec.segment import Group, Segmentation, group_mask, merge_groups, segment_ink, split_group
+from digitrec.segment import Group, Segmentation, group_mask, has_label, merge_groups, segment_ink, split_group
 from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces, two_strokes_share, upright_stroke_at_end
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,12 @@ def stroke_apart(segmentation: Segmentation, group: Group) -> bool:
     (`split.upright_stroke_at_end`: a 1 against a neighbour, "14", "81", "11"): worth cutting after all.
     A confident whole does not stop it: the model reads a "14" as a sure 4 and a "11" as a sure 1."""
     x, y, w, h = group.box
-    return w > RECUT_ASPECT * h and upright_stroke_at_end(group_mask(segmentation, group)[y : y + h, x : x + w])
+    if w <= RECUT_ASPECT * h:
+        return False
+    # (an uncut group owns all of its box: its window of the labels, not a whole-image mask, on the fast path)
+    window = has_label(segmentation.labels[y : y + h, x : x + w], group.labels) if group.bounds is None \
+        else group_mask(segmentation, group)[y : y + h, x : x + w]  # (h, w)
+    return upright_stroke_at_end(window)
 
 
 def sure_digit(scores: Any, at: int, thresholds: Thresholds) -> bool:

@@ -253,8 +253,9 @@ def upright_stroke_at_end(mask: np.ndarray) -> bool:
         if np.count_nonzero(thin) < END_STROKE_ROWS * len(middle):
             continue
         centre = (run_start[thin] + run_end[thin]) / 2.0  # (k',)
-        slope, offset = np.polyfit(rows[thin].astype(np.float64), centre, 1)
-        if float(np.abs(centre - (slope * rows[thin] + offset)).max()) <= END_STROKE_BEND * height + 1.0:
+        along = rows[thin] - rows[thin].mean()  # a least-squares line, in closed form (np.polyfit: ~50 us)
+        slope = float(along @ (centre - centre.mean())) / max(float(along @ along), 1e-9)
+        if float(np.abs(centre - centre.mean() - slope * along).max()) <= END_STROKE_BEND * height + 1.0:
             return True
     return False
 
