@@ -389,13 +389,20 @@ class BarClassifier:
         return Scores(probabilities, not_digit)
 
 
+def touching_ones(second: int, bridge: int) -> np.ndarray:
+    """Two 1s (6 px bars, 80 px tall) on white, the second at column `second`, joined by a 4 px bar at row
+    `bridge`: "11" written touching."""
+    page = np.full((120, 120), 255, np.uint8)
+    page[20:100, 50:56] = 0
+    page[20:100, second : second + 6] = 0
+    page[bridge : bridge + 4, 56:second] = 0
+    return page
+
+
 def test_two_ones_touching_in_a_narrow_group_are_cut_when_rejected_whole() -> None:
     """"11" written touching is narrower than most single digits (under SPLIT_ASPECT x its height), so it
     was never cut; read whole it is not a digit, and the answer was "not a digit". Cut after all: "11"."""
-    page = np.full((120, 120), 255, np.uint8)
-    page[20:100, 50:56] = 0
-    page[20:100, 72:78] = 0
-    page[55:59, 56:72] = 0  # the two 1s touch
+    page = touching_ones(second=72, bridge=55)
     result = recognize(png_bytes(page), BarClassifier(), "auto")
     assert result.number == "11" and len(result.digits) == 2
     word = page.copy()
@@ -498,11 +505,7 @@ def test_two_ones_touching_read_whole_as_a_sure_one_are_cut() -> None:
     """A "11" written touching, narrower than most single digits, read whole as a sure 1, was never cut:
     answered "1" with full confidence. A straight stroke stands apart at its end (`stroke_apart`), so it
     is cut, and a 1 whose rows cross two strokes, cut into two 1s that meet at a point, is two 1s."""
-    page = np.full((120, 120), 255, np.uint8)
-    page[20:100, 50:56] = 0
-    page[20:100, 70:76] = 0
-    page[58:62, 56:70] = 0  # the two 1s touch
-    result = recognize(png_bytes(page), SureOneClassifier(), "auto")
+    result = recognize(png_bytes(touching_ones(second=70, bridge=58)), SureOneClassifier(), "auto")
     assert result.number == "11" and len(result.digits) == 2
 
 
