@@ -97,7 +97,7 @@ def extra(data: Path, output: Path, names: list[str], count: int, seed: int, dat
     from digitrec import styles, trust_train
 
     trust_train.DATA_DIR = data_dir
-    packed = load_packed(data)
+    packed: dict[str, Any] = load_packed(data)  # (Any: as in `pack`, for numpy's stubs of savez)
     for split, images in zip(("train", "val"), trust_train.mnist_splits(), strict=True):
         for number, name in enumerate(names):
             recipe = dict(EXTRA_CROPS[name])
@@ -117,6 +117,16 @@ def extra(data: Path, output: Path, names: list[str], count: int, seed: int, dat
 def load_packed(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as stored:
         return {key: stored[key] for key in stored.files}
+
+
+def split_arrays(data: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A pack's "train" or "val" split -> (model input (n, 28, 28, 1) float32, labels (n,) int64)."""
+    return to_model_input(data[f"x_{split}"]), data[f"y_{split}"].astype(np.int64)
+
+
+def rounded_history(history: Any) -> dict[str, list[float]]:
+    """A Keras History's per-epoch figures, rounded for the RESULT line and model.json."""
+    return {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()}
 
 
 def build(width: int, dropout: float) -> Any:
@@ -213,7 +223,7 @@ def fit(args: argparse.Namespace) -> None:
     mnist = np.flatnonzero(data["s_train"] == "mnist")
     rows = np.concatenate([np.arange(len(data["y_train"])), np.tile(mnist, args.mnist_repeat - 1)])
     x_train, y_train = to_model_input(data["x_train"][rows]), data["y_train"][rows].astype(np.int64)
-    x_val, y_val = to_model_input(data["x_val"]), data["y_val"].astype(np.int64)
+    x_val, y_val = split_arrays(data, "val")
     order = np.random.default_rng(args.seed).permutation(len(y_train))  # the warm-up sees a mix
     step = seconds_per_step(args.width, args.dropout, args.seed, x_train[order], y_train[order], args.batch_size)
     steps_per_epoch = math.ceil(len(y_train) / args.batch_size)
@@ -241,7 +251,7 @@ def fit(args: argparse.Namespace) -> None:
               "epochs_run": len(history.history.get("loss", [])), "stopped_at_budget": guard.stopped,
               "backend": keras.backend.backend(), "device": os.environ.get("DIGITREC_DEVICE", ""),
               "train_n": len(y_train), "val_n": len(y_val),
-              "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
+              "history": rounded_history(history),
               **validation_figures(model, x_val, y_val, data["s_val"])}
     print("RESULT " + json.dumps(record), flush=True)
 
@@ -254,8 +264,8 @@ def refine(args: argparse.Namespace) -> None:
     from digitrec.train import fuse_batch_norm
 
     data = load_packed(args.data)
-    x_train, y_train = to_model_input(data["x_train"]), data["y_train"].astype(np.int64)
-    x_val, y_val = to_model_input(data["x_val"]), data["y_val"].astype(np.int64)
+    x_train, y_train = split_arrays(data, "train")
+    x_val, y_val = split_arrays(data, "val")
     members = read_metadata(args.init)["training"]["members"]
     if len(members) != 1:
         raise SystemExit("refine takes a bundle of one network")
@@ -283,7 +293,7 @@ def refine(args: argparse.Namespace) -> None:
                           "seed": args.seed, "fit_seconds": round(fit_seconds, 1),
                           "backend": keras.backend.backend(), "device": os.environ.get("DIGITREC_DEVICE", "CPU"),
                           "train_n": len(y_train), "val_n": len(y_val), "before": before},
-              "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
+              "history": rounded_history(history),
               **validation_figures(model, x_val, y_val, data["s_val"])}
     print("RESULT " + json.dumps(record), flush=True)
 
@@ -314,7 +324,7 @@ def bundle(args: argparse.Namespace) -> None:
         members.append(member)
     model = members[0] if len(members) == 1 else average_ensemble(members)
     data = load_packed(args.data)
-    x_val, y_val = to_model_input(data["x_val"]), data["y_val"].astype(np.int64)
+    x_val, y_val = split_arrays(data, "val")
     calibration = calibrate(np.asarray(model.predict(x_val, batch_size=512, verbose=0)), y_val)
     test = load_split("test", DataConfig(data_dir=args.data_dir))
     x_test = to_model_input(test.images)
