@@ -26,7 +26,15 @@ from digitrec.imageio import DEFAULT_MAX_PIXELS, decode_image
 from digitrec.preprocess import DENSE_SHARE, MAX_BOLD_SHARE, InkMap, find_ink, other_polarity, render_digit
 from digitrec.runtime import Classifier, Scores, Thresholds, classify, decision_thresholds
 from digitrec.segment import Group, Segmentation, group_mask, has_label, merge_groups, segment_ink, split_group
-from digitrec.split import Piece, best_readings, cut_paths, lattice_pieces, two_strokes_share, upright_stroke_at_end
+from digitrec.split import (
+    Piece,
+    best_readings,
+    cut_paths,
+    ink_runs,
+    lattice_pieces,
+    two_strokes_share,
+    upright_stroke_at_end,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +223,7 @@ def plan_group(segmentation: Segmentation, group: Group, cut: bool, max_cuts: in
     cuts = cut_paths(mask, max_cuts=max_cuts)
     crossed = [mask[np.arange(h), np.clip(path, 0, w - 1)] for path in cuts]  # (h,) ink along each cut
     if strokes is not None:
-        strokes[:] = [0, *(int(np.count_nonzero(np.diff(np.concatenate([[0], c.astype(np.int8)])) == 1))
-                           for c in crossed), 0]
+        strokes[:] = [0, *(ink_runs(np.stack(crossed)).tolist() if crossed else []), 0]
     if inked is not None:
         inked[:] = [0.0, *(float(c.mean()) for c in crossed), 0.0]
     return lattice_pieces(mask, group, cuts), len(cuts) + 2
@@ -331,10 +338,11 @@ def stroke_apart(segmentation: Segmentation, group: Group) -> bool:
     return upright_stroke_at_end(window)
 
 
-def sure_digit(scores: Any, at: int, thresholds: Thresholds) -> bool:
-    """Whether crop `at` of the batch is a confident digit: over the low-confidence threshold, and a
-    not-a-digit score under PIECE_NOT_DIGIT of the model's threshold."""
-    return bool(float(scores.probabilities[at].max()) >= thresholds.low_confidence
+def sure_digit(scores: Any, at: int, thresholds: Thresholds, confidence: float | None = None) -> bool:
+    """Whether crop `at` of the batch is a confident digit: over the low-confidence threshold (or
+    `confidence`, when given), and a not-a-digit score under PIECE_NOT_DIGIT of the model's threshold."""
+    need = thresholds.low_confidence if confidence is None else confidence
+    return bool(float(scores.probabilities[at].max()) >= need
                 and scores.not_digit[at] < PIECE_NOT_DIGIT * thresholds.not_digit)
 
 
@@ -353,10 +361,8 @@ def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds:
     _, _, width, height = whole.box
     if len(chosen) < 2 or width > WHOLE_ASPECT * height or scores.not_digit[at] < thresholds.not_digit:
         return False
-    if crossed and max(crossed) <= 1:
-        return not all(float(scores.probabilities[index].max()) >= TOUCH_CONFIDENCE
-                       and scores.not_digit[index] < PIECE_NOT_DIGIT * thresholds.not_digit for index in chosen)
-    return not all(sure_digit(scores, index, thresholds) for index in chosen)
+    confidence = TOUCH_CONFIDENCE if crossed and max(crossed) <= 1 else None
+    return not all(sure_digit(scores, index, thresholds, confidence) for index in chosen)
 
 
 def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:

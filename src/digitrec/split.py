@@ -260,10 +260,15 @@ def upright_stroke_at_end(mask: np.ndarray) -> bool:
     return False
 
 
+def ink_runs(mask: np.ndarray) -> np.ndarray:
+    """(h, w) bool -> (h,) the number of runs of ink (strokes crossed) in each row."""
+    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 0)))
+    return np.count_nonzero(np.diff(padded, axis=1) == 1, axis=1)
+
+
 def two_strokes_share(mask: np.ndarray) -> float:
     """(h, w) bool ink of one piece -> the share of its inked rows that cross two strokes or more. A 1 is
     one stroke (its flag or base adds a few such rows); two 1s touching, "11", cross two in most rows."""
-    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 0)))
-    runs = np.count_nonzero(np.diff(padded, axis=1) == 1, axis=1)  # (h,) runs of ink per row
+    runs = ink_runs(mask)  # (h,)
     inked = np.count_nonzero(runs)
     return float(np.count_nonzero(runs >= 2)) / inked if inked else 0.0
