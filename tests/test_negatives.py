@@ -64,3 +64,19 @@ def test_held_out_fonts_and_symbols_are_kept_out_of_training() -> None:
     assert not set(negatives.HERSHEY_TRAIN) & set(negatives.HERSHEY_HELD_OUT)
     assert not set(negatives.HELD_OUT_SYMBOLS) & set(negatives.TRAINING_MIX)
     assert "symbol" in negatives.TRAINING_MIX
+
+
+def test_touching_digits_are_negatives_only_read_whole(source: negatives.Source) -> None:
+    """Two or three whole digits written touching, read as one crop: each crop holds every digit's upright
+    (the fixture's digits are an upright with two bars), and a 1 is among them as often as asked."""
+    labelled = negatives.Source(source.fonts, source.hershey, source.digits, np.array([1, 7, 4, 2]))
+    rng = np.random.default_rng(3)
+    crops, kinds = negatives.negative_crops(12, rng, labelled, mix={"touching digits": 1})
+    assert kinds == ["touching digits"] * 12 and crops.shape == (12, 28, 28)
+    for crop in crops:
+        rows = np.nonzero(crop.max(axis=1) > 0.3)[0]
+        low = crop[rows[0] + int(0.7 * np.ptp(rows)) : rows[-1]] > 0.3  # rows under the bars: only the uprights
+        uprights = int(np.max(low[:, 0].astype(int) + np.sum(low[:, 1:] & ~low[:, :-1], axis=1)))
+        assert uprights >= 2, "a touching-digits negative must hold two digits or more"
+    with pytest.raises(AssertionError, match="labelled digits"):
+        negatives.touching_digits(rng, source)  # no labels: it cannot tell which are 1s

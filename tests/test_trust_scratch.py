@@ -87,11 +87,14 @@ def test_extra_crops_then_refine_a_bundle(packed: Path, mnist_dir: Path, tmp_pat
     with np.load(packed) as before, np.load(more) as after:
         for split, count in (("train", 20), ("val", 2)):
             added = after[f"s_{split}"][len(before[f"s_{split}"]):]
-            assert sorted(set(added)) == ["bolder border cropped", "squared slashed 0"]
+            assert sorted(set(added)) == ["bolder border cropped", "cut from touching", "squared slashed 0",
+                                          "touching digits"]
             assert all(np.sum(added == name) == count for name in set(added))
             assert np.array_equal(after[f"x_{split}"][: len(before[f"x_{split}"])], before[f"x_{split}"])
-            slashed = after[f"y_{split}"][len(before[f"y_{split}"]):][added == "squared slashed 0"]
-            assert set(slashed) == {0}  # labels travel with the crops
+            labels = after[f"y_{split}"][len(before[f"y_{split}"]):]
+            assert set(labels[added == "squared slashed 0"]) == {0}  # labels travel with the crops
+            assert set(labels[added == "touching digits"]) == {10}  # two digits read whole: not a digit
+            assert set(labels[added == "cut from touching"]) <= set(range(10)) - {1}  # one digit, with a sliver
 
     done = run("fit", "--data", str(packed), "--output", str(tmp_path / "w"), "--width", "4", "--dropout", "0.1",
                "--epochs", "2", "--batch-size", "32", "--budget", "600")
@@ -102,8 +105,10 @@ def test_extra_crops_then_refine_a_bundle(packed: Path, mnist_dir: Path, tmp_pat
                "--epochs", "1", "--batch-size", "32")
     record = json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert record["name"] == "w4-s1-refined" and record["width"] == 4
-    assert record["refined"]["added_crops"] == {"bolder border cropped": 20, "squared slashed 0": 20}
-    assert record["refined"]["train_n"] == 1440 + 40 and record["refined"]["epochs"] == 1
+    assert record["refined"]["added_crops"] == {"bolder border cropped": 20, "cut from touching": 20,
+                                                "squared slashed 0": 20, "touching digits": 20}
+    assert record["refined"]["train_n"] == 1440 + 80 and record["refined"]["epochs"] == 1
+    assert "earlier" not in record["refined"]
     import keras
 
     from digitrec.trust_scratch import build
@@ -118,3 +123,11 @@ def test_extra_crops_then_refine_a_bundle(packed: Path, mnist_dir: Path, tmp_pat
     metadata = read_metadata(tmp_path / "b")
     assert "refined" in metadata["training"]["what"] and "refine --epochs 1" in metadata["command"]
     assert metadata["training"]["data"]["synthetic"]["squared slashed 0"] == 20
+
+    # refined again: the first refinement's record is kept, and the command names both
+    done = run("refine", "--data", str(more), "--init", str(tmp_path / "b"), "--output", str(tmp_path / "r2"),
+               "--epochs", "1", "--batch-size", "32", "--seed", "5")
+    again = json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert again["name"] == "w4-s1-refined-refined" and again["refined"]["seed"] == 5
+    assert [step["seed"] for step in again["refined"]["earlier"]] == [1]
+    assert again["refined"]["earlier"][0]["fit_seconds"] == record["refined"]["fit_seconds"]

@@ -10,6 +10,8 @@ through the pipeline, so a tap arrives as the big disc the pipeline makes of it)
   heart infinity triangle square diamond, dots, taps and dashes;
 - scribbles and hatching; fills, blobs and ink spills;
 - digit fragments (half a digit, the join of two neighbours: what a bad cut of touching digits makes);
+- touching digits read whole (`touching_digits`: "14" read as one 4, "59" as a 5), used only by
+  `trust_scratch extra`; such a crop is a negative only when the pipeline finds one group in it (`WHOLE_ONLY`);
 - paper with nothing written: ruled lines, grid, a paper edge, a shadow, noise.
 
 Shapes that *are* digits are avoided: no circles or ellipses (0), no lone near-vertical strokes (1).
@@ -28,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from digitrec import touching
 from digitrec.synth import Pen, affine_points, draw_strokes, elastic, on_paper, pipeline_crops, random_paper, tight
 
 NEGATIVE_LETTERS = "ACEFHKLMNPRTUVWXYacdefhkmnprtuvwx"
@@ -66,6 +69,7 @@ class Source:
     fonts: tuple[str, ...]  # font files for letters and symbols
     hershey: tuple[int, ...]  # OpenCV stroke fonts
     digits: np.ndarray | None = None  # (N, 28, 28) float32 ink of real digits, for fragments
+    labels: np.ndarray | None = None  # (N,) their digits, for touching digits (which are 1s)
 
 
 def font_glyph(text: str, font_file: str, rng: np.random.Generator) -> np.ndarray:
@@ -309,6 +313,12 @@ def fragment(rng: np.random.Generator, source: Source) -> np.ndarray:
     return tight(first[: height // 3])  # fallback: the top third
 
 
+def touching_digits(rng: np.random.Generator, source: Source) -> np.ndarray:
+    """2-3 whole real digits written touching, read as one crop (`touching.whole_row`): not one digit."""
+    assert source.digits is not None and source.labels is not None, "touching digits need labelled digits"
+    return touching.whole_row(rng, source.digits, source.labels)
+
+
 def blank_paper(rng: np.random.Generator, source: Source) -> np.ndarray:
     """Paper with nothing written: ruled or squared lines, a paper edge, a shadow, a crease, noise.
 
@@ -360,6 +370,10 @@ TRAINING_MIX = {"letter": 34, "font symbol": 8, "symbol": 26, "scribble": 10, "b
 HELD_OUT_FAMILIES = {
     "held-out symbol": lambda rng, source: drawn_symbol(rng, source, HELD_OUT_SYMBOLS),
 }
+# Drawn only when asked for (`trust_scratch extra`): not in TRAINING_MIX, which the bundle's pack was made with.
+EXTRA_FAMILIES = {"touching digits": touching_digits}
+# Families whose image is a negative only read whole as one group: a touching pair's digits apart are digits.
+WHOLE_ONLY = {"touching digits"}
 
 
 def looks_like_a_one(crop: np.ndarray) -> bool:
@@ -380,7 +394,7 @@ def negative_crops(count: int, rng: np.random.Generator, source: Source, mix: di
     or (when the pipeline finds several groups) one of the groups. Images the pipeline finds empty (most
     blank paper, as it should) are drawn again.
     """
-    families = {**FAMILIES, **HELD_OUT_FAMILIES, **(families or {})}
+    families = {**FAMILIES, **HELD_OUT_FAMILIES, **EXTRA_FAMILIES, **(families or {})}
     mix = mix or TRAINING_MIX
     names = list(mix)
     weights = np.array([mix[name] for name in names], np.float64)
@@ -397,6 +411,8 @@ def negative_crops(count: int, rng: np.random.Generator, source: Source, mix: di
             continue
         grey = on_paper(ink, random_paper(rng, faint=rng.random() < 0.1), rng)
         found = pipeline_crops(grey, whole=True, groups=True)
+        if name in WHOLE_ONLY and len(found) != 1:  # the pipeline found its digits apart: no negative
+            continue
         crop = found[int(rng.integers(len(found)))] if found else None
         if crop is None or looks_like_a_one(crop):
             continue

@@ -89,24 +89,36 @@ EXTRA_CROPS: dict[str, dict[str, Any]] = {
     "squared slashed 0": {"style": "slashed 0", "variants": ("slashed_zero_squared",)},
     # USPS-like bold markers: strokes grown by up to 9% of the height (the pack's "border cropped": 4%)
     "bolder border cropped": {"style": "border cropped", "bold_grow": 0.09},
+    # negatives (label 10) of a `negatives` family: whole touching digits, which the model read as one sure digit
+    "touching digits": {"negatives": "touching digits"},
+    # ... and each of them cut out with a sliver of its neighbour: still that digit (`touching.cut_digit`)
+    "cut from touching": {"cut": True},
 }
 
 
 def extra(data: Path, output: Path, names: list[str], count: int, seed: int, data_dir: Path | None) -> None:
     """The pack at `data` plus `count` training and count/10 validation crops of each of `names` -> `output`."""
-    from digitrec import styles, trust_train
+    from digitrec import negatives, styles, touching, trust_train
 
     trust_train.DATA_DIR = data_dir
     packed: dict[str, Any] = load_packed(data)  # (Any: as in `pack`, for numpy's stubs of savez)
     for split, images in zip(("train", "val"), trust_train.mnist_splits(), strict=True):
+        digits = images.images.astype(np.float32) / 255.0  # each split draws only its own MNIST images
         for number, name in enumerate(names):
             recipe = dict(EXTRA_CROPS[name])
-            variants = tuple(getattr(styles, v) for v in recipe.pop("variants", ()))
             rng = np.random.default_rng(seed * 1000 + number * 10 + (5 if split == "val" else 0))
-            crops, labels = styles.style_crops(
-                recipe.pop("style"), count if split == "train" else max(1, count // 10), rng,
-                digits=images.images.astype(np.float32) / 255.0, labels=images.labels, strict=True,
-                variants=variants or None, **recipe)
+            wanted = count if split == "train" else max(1, count // 10)
+            if "negatives" in recipe:
+                source = negatives.Source((), (), digits, images.labels)
+                crops, _ = negatives.negative_crops(wanted, rng, source, mix={recipe["negatives"]: 1})
+                labels = np.full(len(crops), NOT_A_DIGIT)
+            elif "cut" in recipe:
+                crops, labels = touching.cut_digit_crops(wanted, rng, digits, images.labels)
+            else:
+                variants = tuple(getattr(styles, v) for v in recipe.pop("variants", ()))
+                crops, labels = styles.style_crops(recipe.pop("style"), wanted, rng, digits=digits,
+                                                   labels=images.labels, strict=True, variants=variants or None,
+                                                   **recipe)
             log.info("%s: %d %s crops", split, len(labels), name)
             packed[f"x_{split}"] = np.concatenate([packed[f"x_{split}"], np.round(crops * 255).astype(np.uint8)])
             packed[f"y_{split}"] = np.concatenate([packed[f"y_{split}"], labels.astype(np.int8)])
@@ -287,8 +299,11 @@ def refine(args: argparse.Namespace) -> None:
     name = f"{base['name']}-refined"
     model.save_weights(args.output / f"{name}.weights.h5")
     added = sorted({str(s) for s in data["s_train"]} & set(EXTRA_CROPS))
+    # a network refined again keeps the earlier refinements' records, oldest first
+    earlier = [{k: v for k, v in step.items() if k != "earlier"} for step in refinements(base)]
     record = {**base, "name": name,
-              "refined": {"from": base["name"], "added_crops": {s: int(np.sum(data["s_train"] == s)) for s in added},
+              "refined": {**({"earlier": earlier} if earlier else {}), "from": base["name"],
+                          "added_crops": {s: int(np.sum(data["s_train"] == s)) for s in added},
                           "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                           "seed": args.seed, "fit_seconds": round(fit_seconds, 1),
                           "backend": keras.backend.backend(), "device": os.environ.get("DIGITREC_DEVICE", "CPU"),
@@ -296,6 +311,12 @@ def refine(args: argparse.Namespace) -> None:
               "history": rounded_history(history),
               **validation_figures(model, x_val, y_val, data["s_val"])}
     print("RESULT " + json.dumps(record), flush=True)
+
+
+def refinements(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A network's refinements, oldest first ([] for a network as `fit` left it)."""
+    refined = record.get("refined")
+    return [*refined.get("earlier", []), refined] if refined else []
 
 
 def bundle(args: argparse.Namespace) -> None:
@@ -357,9 +378,9 @@ def bundle(args: argparse.Namespace) -> None:
         "styles": STYLES_RECORD,
         "calibration": calibration,
         "command": "; ".join(f"python -m digitrec.trust_scratch fit --width {r['width']} --seed {r['seed']}"
-                             + (f" && ... refine --epochs {r['refined']['epochs']} --learning-rate"
-                                f" {r['refined']['learning_rate']} --seed {r['refined']['seed']}"
-                                if "refined" in r else "")
+                             + "".join(f" && ... refine --epochs {step['epochs']} --learning-rate"
+                                       f" {step['learning_rate']} --seed {step['seed']}"
+                                       for step in refinements(r))
                              for r in records),
         "config": {"augment": True, "validation_size": 5000},
         "test_accuracy": metrics.accuracy,
