@@ -315,11 +315,13 @@ def test_a_crop_that_swallowed_a_touching_digit_is_marked(left: tuple, strokes: 
 @pytest.mark.parametrize(
     ("whole_not_digit", "pieces", "rejected"),
     [(0.95, [(1, 0.99, 0.05)] * 4, True),  # a zigzag scribble cut at its joints: "1111"
-     (0.95, [(1, 0.99, 0.05), (1, 0.99, 0.05), (7, 0.99, 0.05)], True),  # a W: "117"
+     (0.95, [(1, 0.99, 0.05), (1, 0.99, 0.05), (7, 0.97, 0.05)], True),  # a W: "117"
+     (0.95, [(1, 0.99, 0.05), (1, 0.90, 0.05), (7, 1.00, 0.01)], True),  # ... its strokes not all sure 1s
+     (0.95, [(5, 1.00, 0.01), (1, 0.99, 0.05), (1, 0.97, 0.20)], False),  # "511" written touching
      (0.30, [(1, 0.99, 0.05)] * 4, False),  # the whole may be digits: "1111" written touching
      (0.95, [(1, 0.99, 0.05), (4, 0.99, 0.05), (7, 0.99, 0.05)], False),  # "147": a number, not strokes
      (0.95, [(1, 0.99, 0.05), (1, 0.99, 0.05)], False)],  # "11": two pieces are left to the other rules
-    ids=["zigzag", "w", "whole-digits", "number", "two-pieces"],
+    ids=["zigzag", "w", "w-unsure-ones", "touching-511", "whole-digits", "number", "two-pieces"],
 )
 def test_a_non_digit_cut_into_ones_is_strokes(whole_not_digit: float, pieces: list, rejected: bool) -> None:
     from digitrec.recognize import strokes_read_as_ones
@@ -330,14 +332,43 @@ def test_a_non_digit_cut_into_ones_is_strokes(whole_not_digit: float, pieces: li
     assert strokes_read_as_ones(scores, 0, list(range(1, len(pieces) + 1)), thresholds) is rejected
 
 
+def test_a_row_that_lost_a_digit_sized_piece_says_so() -> None:
+    from digitrec.recognize import dropped_a_digit
+    from digitrec.segment import Group
+
+    kept = [Group((1,), (0, 0, 30, 50)), Group((2,), (70, 2, 30, 48))]
+    assert dropped_a_digit(kept, [Group((3,), (35, 4, 30, 45))])  # "375" read "35": the 7 was rejected
+    assert not dropped_a_digit(kept, [Group((3,), (35, 30, 8, 12))])  # a speck beside the number
+    assert not dropped_a_digit([], [Group((3,), (35, 4, 30, 45))])  # nothing read: no number to flag
+
+
+@pytest.mark.parametrize(
+    ("confidence", "not_digit", "row_size", "kept"),
+    [(0.99, 0.95, 3, True),  # the 6 of "3653" cut with a sliver of the 5: the model doubts it, sure it is a 6
+     (0.80, 0.95, 3, False),  # unsure which digit: dropped, as any crop the model rejects
+     (0.99, 0.95, 1, False)],  # alone in its row: nothing to be one digit of a number with
+    ids=["sure-digit-in-a-number", "unsure", "alone"],
+)
+def test_a_digit_cut_out_of_touching_ones_is_kept_when_sure(confidence: float, not_digit: float, row_size: int,
+                                                             kept: bool) -> None:
+    from digitrec.recognize import cut_digit_kept
+    from digitrec.runtime import Thresholds
+
+    scores = scores_of([(6, confidence, not_digit)])
+    assert cut_digit_kept(scores, 0, row_size, Thresholds(not_digit=0.68, low_confidence=0.925)) is kept
+
+
 @pytest.mark.parametrize(
     ("whole_not_digit", "pieces", "rejected"),
     [(0.95, [(7, 0.99, 0.04), (4, 0.99, 0.99)], True),  # a heart cut into a sure 7 and a rejected loop
      (0.95, [(2, 1.00, 0.37), (0, 1.00, 0.13), (5, 0.57, 0.99)], True),  # "#" cut into "20" and a rest
      (0.95, [(6, 1.00, 0.02), (5, 1.00, 0.01)], False),  # "65" written touching: the join is rejected whole
      (0.30, [(7, 0.99, 0.04), (4, 0.99, 0.99)], False),  # the whole may be a digit: the other rules decide
-     (0.95, [(7, 0.99, 0.04)], False)],  # one piece: nothing was cut off
-    ids=["heart", "hash", "touching-digits", "whole-digit", "one-piece"],
+     (0.95, [(7, 0.99, 0.04)], False),  # one piece: nothing was cut off
+     (0.95, [(3, 1.00, 0.01), (6, 0.99, 0.82), (5, 1.00, 0.01), (3, 1.00, 0.0)], False),  # "3653": the 6 keeps
+     # a sliver of the 5, which the model doubts; a number of sure readings all the same
+     (0.95, [(3, 1.00, 0.01), (6, 0.80, 0.82), (5, 1.00, 0.01)], True)],  # ... but not when it is unsure
+    ids=["heart", "hash", "touching-digits", "whole-digit", "one-piece", "number-with-a-sliver", "unsure-sliver"],
 )
 def test_a_non_digit_is_not_read_from_its_digit_like_part(whole_not_digit: float, pieces: list,
                                                           rejected: bool) -> None:

@@ -69,6 +69,8 @@ WHOLE_ASPECT = 1.1
 PIECE_NOT_DIGIT = 0.5
 SURE_ASPECT = 1.0  # a group no wider than this (x its height) read uncut as a confident digit is not cut ...
 ALONE_NOT_DIGIT = 0.1  # ... when its not-a-digit score is under this fraction of the model's threshold
+VERY_SURE = 0.99  # a piece read this surely (and not-a-digit under ALONE_NOT_DIGIT of the threshold) is a digit
+CUT_CONFIDENCE = 0.95  # pieces read this surely may be digits though one of them keeps a sliver of its neighbour
 TOUCH_CONFIDENCE = 0.85  # a piece cut off where it meets the rest at one stroke need only be this sure (outvoting)
 RECUT_ASPECT = 0.3  # a group the model rejects whole is cut from this (x its height): "11" written touching
 FLAT_ZERO = 1.1  # a lone non-digit cut into 0s each this much wider than tall is a sign's loops (infinity)
@@ -365,6 +367,24 @@ def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds:
     return not all(sure_digit(scores, index, thresholds, confidence) for index in chosen)
 
 
+def cut_digit_kept(scores: Any, at: int, row_size: int, thresholds: Thresholds) -> bool:
+    """Whether a digit cut out of touching ones (row `at` of the batch), which the model says is not a
+    digit, is kept all the same: it shares its row with other digits (`row_size` > 1), and the model is sure
+    which digit it is (over the low-confidence threshold). Such a piece may keep a sliver of its
+    neighbour, which the model, taught that two digits together are not one, doubts; dropping it would
+    answer a number one digit short, unflagged. (The answer is flagged: `assemble`.)"""
+    return row_size > 1 and float(scores.probabilities[at].max()) >= thresholds.low_confidence
+
+
+def dropped_a_digit(kept: list[Group], dropped: list[Group]) -> bool:
+    """Whether a row whose pieces `kept` are read lost a piece, rejected as not a digit, at least ONE_HEIGHT
+    as tall as the tallest of them (a digit the model doubted, not a speck or a tick beside the number)."""
+    if not kept or not dropped:
+        return False
+    tallest = max(group.box[3] for group in kept)
+    return any(group.box[3] >= ONE_HEIGHT * tallest for group in dropped)
+
+
 def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
     """Whether a lone group's cut reading is a scribble's or a letter's strokes, each read as a 1: the
     whole (row `at` of the batch) is not a digit, and the cut gives MIN_ONES pieces or more, all but one
@@ -373,8 +393,17 @@ def strokes_read_as_ones(scores: Any, at: int, chosen: list[int], thresholds: Th
     """
     if len(chosen) < MIN_ONES or scores.not_digit[at] < thresholds.not_digit:
         return False
-    ones = int(np.sum(scores.probabilities[chosen].argmax(axis=1) == 1))
-    return ones >= len(chosen) - 1
+    ones = scores.probabilities[chosen].argmax(axis=1) == 1  # (len(chosen),)
+    if ones.all():
+        return True
+    if int(ones.sum()) < len(chosen) - 1:
+        return False
+    # "511", "711", "121": the one that is not a 1 is a very sure digit and every 1 a sure one. (The model,
+    # taught that touching digits read whole are not one digit, rejects their whole as it rejects a W's.)
+    other = chosen[int(np.argmin(ones))]
+    return not (float(scores.probabilities[other].max()) >= VERY_SURE
+                and scores.not_digit[other] < ALONE_NOT_DIGIT * thresholds.not_digit
+                and all(sure_digit(scores, index, thresholds) for index in chosen))
 
 
 def partly_rejected(scores: Any, at: int, chosen: list[int], thresholds: Thresholds) -> bool:
@@ -382,11 +411,19 @@ def partly_rejected(scores: Any, at: int, chosen: list[int], thresholds: Thresho
     of the batch) is not a digit, and neither is one of its pieces `chosen` ("#" cut into a 7 and a rest,
     a heart into a 7 and a loop, an infinity sign into a 0 and a twist). The pieces are joined by ink, so
     the digit-like one is a part of the non-digit, not a digit beside a smudge: nothing is read. Digits
-    written touching pass: each piece of them is a digit (the model rejects their join read whole).
+    written touching pass: each piece of them is a digit (the model rejects their join read whole), or, in
+    a number of MIN_ONES digits or more, all but one, and that one is a sure reading (CUT_CONFIDENCE).
     """
     if len(chosen) < 2 or scores.not_digit[at] < thresholds.not_digit:
         return False
-    return bool(np.any(scores.not_digit[chosen] >= thresholds.not_digit))
+    rejected = scores.not_digit[chosen] >= thresholds.not_digit  # (len(chosen),)
+    if int(rejected.sum()) != 1 or len(chosen) < MIN_ONES:
+        return bool(rejected.any())
+    # One digit of a number written touching ("3653") may keep a sliver of its neighbour, which the model
+    # doubts: where the reading has MIN_ONES digits or more, each read at CUT_CONFIDENCE, and the others are
+    # digits to the model, it is a number. (Two pieces are a heart's 7 and its loop as often as a pair.)
+    return not (float(scores.probabilities[chosen].max(axis=1).min()) >= CUT_CONFIDENCE
+                and float(scores.not_digit[chosen][~rejected].max()) < PIECE_NOT_DIGIT * thresholds.not_digit)
 
 
 def crossing_cuts(scores: Any, at: int, chosen: list[int], crossed: list[int], thresholds: Thresholds) -> bool:
@@ -543,6 +580,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     start = 0
     plan_iter = iter(plans)
     outvoted = 0  # groups whose pieces read as digits but whose whole is a confident non-digit (step 5)
+    cut_apart: set[int] = set()  # batch rows of digits cut out of a group read as several (step 5)
     lone_crossed: list[int] | None = None  # a lone group's cut reading: the strokes each of its cuts crosses
     for row in rows:
         chosen: list[Choice] = []
@@ -573,6 +611,8 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
                     start += len(pieces)
                     continue
             chosen += [Choice(start + index, pieces[index].group) for index in taken]
+            if len(taken) > 1:
+                cut_apart.update(start + index for index in taken)
             # A group cut only for a stroke standing apart and read whole after all carries no doubt of its
             # own: it would not have been cut for its width (a clean digit's answer is not made unsure).
             if second > -math.inf and not (id(pieces) in apart and len(taken) == 1):
@@ -602,10 +642,19 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
         if margins else 1.0
     # 5. reject what the model says is not a digit
     keep = mode == "digit" and digits_seen
-    rejected = sum(1 for row in read_rows for choice in row
-                   if scores.not_digit[choice.at] >= thresholds.not_digit and not keep)
-    read_rows = [[choice for choice in row if scores.not_digit[choice.at] < thresholds.not_digit or keep]
-                 for row in read_rows]
+
+    def kept(row: list[Choice], choice: Choice) -> bool:
+        tallest = max(other.piece.box[3] for other in row)
+        return keep or scores.not_digit[choice.at] < thresholds.not_digit or (
+            (choice.at in cut_apart or choice.piece.box[3] >= ONE_HEIGHT * tallest)
+            and cut_digit_kept(scores, choice.at, len(row), thresholds))
+
+    rejected = sum(1 for row in read_rows for choice in row if not kept(row, choice))
+    # A row that loses a piece as tall as the digits kept beside it may have lost a digit: "375" read "35"
+    # must not be shown as sure.
+    gap_left = any(dropped_a_digit([choice.piece for choice in row if kept(row, choice)],
+                                   [choice.piece for choice in row if not kept(row, choice)]) for row in read_rows)
+    read_rows = [[choice for choice in row if kept(row, choice)] for row in read_rows]
     read_rows = [row for row in read_rows if row]
     if mode != "digit" and read_rows and mostly_not_digits([choice.at for row in read_rows for choice in row],
                                                            rejected, scores, thresholds):
@@ -622,7 +671,7 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
             kept.append(chosen_row)
             count += len(chosen_row)
     return assemble(kept, scores.probabilities, scores.not_digit, rendered, ink, grey, mode, thresholds,
-                    certainty, several and mode == "digit", truncated, steps)
+                    certainty, several and mode == "digit", truncated, steps, gap_left)
 
 
 def recut_rejected(grey: np.ndarray, ink: InkMap, segmentation: Segmentation, classifier: Classifier,
@@ -688,8 +737,9 @@ def cap_rows(rows: tuple[tuple[Group, ...], ...]) -> tuple[list[tuple[Group, ...
 def assemble(rows: list[list[Choice]], probabilities: np.ndarray, not_digit: np.ndarray,
              rendered: list[tuple[np.ndarray, dict[str, Any]]], ink: InkMap, grey: np.ndarray, mode: str,
              thresholds: Thresholds, certainty: float, several_digits: bool, truncated: bool,
-             steps: dict[str, Any]) -> Recognition:
-    """The chosen crops, row by row -> the `Recognition` with its lines, flags and reason."""
+             steps: dict[str, Any], gap_left: bool = False) -> Recognition:
+    """The chosen crops, row by row -> the `Recognition` with its lines, flags and reason. gap_left: a
+    digit-sized piece of a row was rejected (`dropped_a_digit`): the answer is unsure."""
     height, width = grey.shape
     digits: list[DigitResult] = []
     lines: list[Line] = []
@@ -712,8 +762,8 @@ def assemble(rows: list[list[Choice]], probabilities: np.ndarray, not_digit: np.
                           (x0, y0, x1 - x0, y1 - y0)))
     steps["render"] = render_steps  # per digit read
     confidence = float(np.prod([digit.confidence for digit in digits])) * certainty
-    unsure = (any(digit.low_confidence for digit in digits) or certainty < thresholds.low_confidence
-              or several_digits)
+    unsure = (any(digit.low_confidence or digit.not_digit >= thresholds.not_digit for digit in digits)
+              or certainty < thresholds.low_confidence or several_digits or gap_left)
     reason = ("several_digits" if several_digits else "several_lines" if len(lines) > 1
               else "unsure" if unsure else None)
     used = mode if mode != "auto" else ("digit" if len(digits) == 1 else "number")
