@@ -395,8 +395,13 @@ def main() -> int:
     # 4. touching and two-row numbers (the whole pipeline)
     if "touching" in args.only:
         cases = touching_numbers(report_images, report_labels, args.n, args.seed + 4)
-        add("touching 2-4-digit numbers exact (pipeline)", [np.mean([r.read(d).number == t for d, t in cases])
+        results = {r.name: [(r.read(d), t) for d, t in cases] for r in readers}
+        add("touching 2-4-digit numbers exact (pipeline)", [np.mean([x.number == t for x, t in results[r.name]])
                                                             for r in readers])
+        # the worst failure: a wrong number shown as sure
+        add("touching: wrong and not flagged, of all (pipeline)",
+            [np.mean([x.number is not None and x.number != t and not flagged(x) for x, t in results[r.name]])
+             for r in readers])
     if "two rows" in args.only:
         cases = two_rows(report_images, report_labels, args.n, args.seed + 5)
         add("two-row images, both rows exact (pipeline)", [np.mean([lines_of(r.read(d)) == t for d, t in cases])
