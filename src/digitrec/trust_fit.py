@@ -370,6 +370,9 @@ NEGATIVES_RECORD = {
         "fragment": "half or a corner of an MNIST training digit (20-70% of its ink), or the join of two"
                     " neighbouring digits; narrow upright slivers (a 1) excluded",
         "blank paper": "ruled/squared lines, a paper edge, a shadow, a crease, speckle noise",
+        "touching digits": "(added by refining) 2-3 whole MNIST training digits written touching or overlapping"
+                           " (gaps -12% to +2% of the height, overlap at most 35% of the narrower one), half of"
+                           " them with a 1, read whole as one group: two digits are not one (digitrec.touching)",
     },
     "excluded": "letters that look like digits (O o Q D l I i j J S s Z z B b g q G y), circles and ellipses"
                 " (0), any crop whose ink is a narrow upright bar (a 1)",
