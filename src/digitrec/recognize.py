@@ -368,11 +368,11 @@ def outvoting(whole: Group, scores: Any, at: int, chosen: list[int], thresholds:
 
 
 def cut_digit_kept(scores: Any, at: int, row_size: int, thresholds: Thresholds) -> bool:
-    """Whether a digit cut out of touching ones (row `at` of the batch), which the model says is not a
-    digit, is kept all the same: it shares its row with other digits (`row_size` > 1), and the model is sure
-    which digit it is (over the low-confidence threshold). Such a piece may keep a sliver of its
-    neighbour, which the model, taught that two digits together are not one, doubts; dropping it would
-    answer a number one digit short, unflagged. (The answer is flagged: `assemble`.)"""
+    """Whether a digit of a number (row `at` of the batch: cut out of touching ones, or a group as tall as
+    its row's), which the model says is not a digit, is kept all the same: it shares its row with other
+    digits (`row_size` > 1), and the model is sure which digit it is (over the low-confidence threshold).
+    A cut piece may keep a sliver of its neighbour, which the model, taught that two digits together are
+    not one, doubts; dropping it would answer a number one digit short. (The answer is flagged: `assemble`.)"""
     return row_size > 1 and float(scores.probabilities[at].max()) >= thresholds.low_confidence
 
 
@@ -643,18 +643,20 @@ def recognize(image: bytes | np.ndarray, classifier: Classifier, mode: str = "au
     # 5. reject what the model says is not a digit
     keep = mode == "digit" and digits_seen
 
-    def kept(row: list[Choice], choice: Choice) -> bool:
-        tallest = max(other.piece.box[3] for other in row)
-        return keep or scores.not_digit[choice.at] < thresholds.not_digit or (
-            (choice.at in cut_apart or choice.piece.box[3] >= ONE_HEIGHT * tallest)
-            and cut_digit_kept(scores, choice.at, len(row), thresholds))
+    def verdicts(row: list[Choice]) -> list[bool]:
+        """Per choice of a row: read (True), or rejected as not a digit."""
+        tallest = max((choice.piece.box[3] for choice in row), default=0)  # (a row outvoted whole is empty)
+        return [keep or scores.not_digit[choice.at] < thresholds.not_digit or (
+                    (choice.at in cut_apart or choice.piece.box[3] >= ONE_HEIGHT * tallest)
+                    and cut_digit_kept(scores, choice.at, len(row), thresholds)) for choice in row]
 
-    rejected = sum(1 for row in read_rows for choice in row if not kept(row, choice))
+    judged = [list(zip(row, verdicts(row), strict=True)) for row in read_rows]
+    rejected = sum(not read for row in judged for _, read in row)
     # A row that loses a piece as tall as the digits kept beside it may have lost a digit: "375" read "35"
     # must not be shown as sure.
-    gap_left = any(dropped_a_digit([choice.piece for choice in row if kept(row, choice)],
-                                   [choice.piece for choice in row if not kept(row, choice)]) for row in read_rows)
-    read_rows = [[choice for choice in row if kept(row, choice)] for row in read_rows]
+    gap_left = any(dropped_a_digit([choice.piece for choice, read in row if read],
+                                   [choice.piece for choice, read in row if not read]) for row in judged)
+    read_rows = [[choice for choice, read in row if read] for row in judged]
     read_rows = [row for row in read_rows if row]
     if mode != "digit" and read_rows and mostly_not_digits([choice.at for row in read_rows for choice in row],
                                                            rejected, scores, thresholds):
