@@ -80,3 +80,12 @@ def test_touching_digits_are_negatives_only_read_whole(source: negatives.Source)
         assert uprights >= 2, "a touching-digits negative must hold two digits or more"
     with pytest.raises(AssertionError, match="labelled digits"):
         negatives.touching_digits(rng, source)  # no labels: it cannot tell which are 1s
+
+
+def test_drawing_gives_up_on_a_generator_that_never_succeeds() -> None:
+    from digitrec.synth import draw_until
+
+    calls = iter(range(1000))
+    assert draw_until(3, lambda: (n if (n := next(calls)) % 2 else None), "never") == [1, 3, 5]  # Nones drawn again
+    with pytest.raises(RuntimeError, match="nothing drawn"):
+        draw_until(2, lambda: None, "nothing drawn")  # 20 x 2 + 100 tries, then a clear error, not a hang

@@ -31,7 +31,17 @@ import cv2
 import numpy as np
 
 from digitrec import touching
-from digitrec.synth import Pen, affine_points, draw_strokes, elastic, on_paper, pipeline_crops, random_paper, tight
+from digitrec.synth import (
+    Pen,
+    affine_points,
+    draw_strokes,
+    draw_until,
+    elastic,
+    on_paper,
+    pipeline_crops,
+    random_paper,
+    tight,
+)
 
 NEGATIVE_LETTERS = "ACEFHKLMNPRTUVWXYacdefhkmnprtuvwx"
 FONT_SYMBOLS = "#%&@+*=<>~^×÷±≠→←↑↓✓✗★☆☺☹♥♦♣♠∞"
@@ -398,24 +408,18 @@ def negative_crops(count: int, rng: np.random.Generator, source: Source, mix: di
     mix = mix or TRAINING_MIX
     names = list(mix)
     weights = np.array([mix[name] for name in names], np.float64)
-    crops: list[np.ndarray] = []
-    kinds: list[str] = []
-    attempts = 0
-    while len(crops) < count:
-        attempts += 1
-        if attempts > 20 * count + 100:
-            raise RuntimeError("the pipeline finds no ink in the negatives: check the generators")
+
+    def draw() -> tuple[np.ndarray, str] | None:
         name = names[rng.choice(len(names), p=weights / weights.sum())]
         ink = families[name](rng, source)
         if ink.size == 0 or ink.max() <= 0.05:
-            continue
+            return None
         grey = on_paper(ink, random_paper(rng, faint=rng.random() < 0.1), rng)
         found = pipeline_crops(grey, whole=True, groups=True)
         if name in WHOLE_ONLY and len(found) != 1:  # the pipeline found its digits apart: no negative
-            continue
+            return None
         crop = found[int(rng.integers(len(found)))] if found else None
-        if crop is None or looks_like_a_one(crop):
-            continue
-        crops.append(crop)
-        kinds.append(name)
-    return np.stack(crops).astype(np.float32), kinds
+        return None if crop is None or looks_like_a_one(crop) else (crop, name)
+
+    made = draw_until(count, draw, "the pipeline finds no ink in the negatives: check the generators")
+    return np.stack([crop for crop, _ in made]).astype(np.float32), [name for _, name in made]

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from digitrec.preprocess import to_mnist
-from digitrec.synth import Pen, affine_points, draw_strokes, on_paper, pipeline_crops, random_paper, tight
+from digitrec.synth import Pen, affine_points, draw_strokes, draw_until, on_paper, pipeline_crops, random_paper, tight
 
 Template = Callable[[np.random.Generator], list[np.ndarray]]
 
@@ -328,14 +328,9 @@ def style_crops(style: str, count: int, rng: np.random.Generator, *, held_out: b
     read as ink, a digit in pieces), which would teach the model wrong labels; a benchmark counts them.
     `bold_grow` is "border cropped"'s `bold_ink(max_grow=)`; `variants` narrows the templates drawn.
     """
-    crops: list[np.ndarray] = []
-    truths: list[int] = []
-    attempts = 0
-    while len(crops) < count:
-        attempts += 1
-        if attempts > 20 * count + 100:
-            raise RuntimeError(f"the pipeline reads no digit in style {style!r}")
-        faint, border = style == "thin faint", style == "border cropped"
+    faint, border = style == "thin faint", style == "border cropped"
+
+    def draw() -> tuple[np.ndarray, int] | None:
         if style in (*RENDER_STYLES, PHOTOGRAPHED):
             assert digits is not None and labels is not None, f"{style!r} draws real digits"
             index = int(rng.integers(len(digits)))
@@ -350,17 +345,16 @@ def style_crops(style: str, count: int, rng: np.random.Generator, *, held_out: b
             pool = np.flatnonzero(labels == digit)
             edited = edit_digit(digits[int(rng.choice(pool))], digit, rng)
             if edited is None:
-                continue
+                return None
             ink = edited
         else:
             ink, digit = template_ink(style, rng, held_out=held_out,
                                       pen_width=(0.02, 0.06) if faint else (0.05, 0.16), variants=variants)
         found = pipeline_crops(on_paper(ink, random_paper(rng, faint=faint, border=border), rng), whole=True)
-        if not found or (strict and not similar(found[0], ink)):
-            continue
-        crops.append(found[0])
-        truths.append(digit)
-    return np.stack(crops).astype(np.float32), np.array(truths, np.int64)
+        return None if not found or (strict and not similar(found[0], ink)) else (found[0], digit)
+
+    made = draw_until(count, draw, f"the pipeline reads no digit in style {style!r}")
+    return np.stack([crop for crop, _ in made]).astype(np.float32), np.array([d for _, d in made], np.int64)
 
 
 STYLES = (*TEMPLATES, *RENDER_STYLES)

@@ -12,7 +12,9 @@ Ink arrays here are (H, W) float32 in [0, 1]: 1 = full ink, 0 = paper. Pure nump
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -20,6 +22,8 @@ import numpy as np
 from digitrec.preprocess import find_ink, render_digit
 from digitrec.recognize import original_box
 from digitrec.segment import Group, group_mask, merge_groups, segment_ink
+
+T = TypeVar("T")
 
 Stroke = np.ndarray  # (K, 2) float: x, y control points of one pen stroke, unit box (y down)
 
@@ -147,6 +151,22 @@ def on_paper(ink: np.ndarray, paper: Paper, rng: np.random.Generator) -> np.ndar
     if paper.noise > 0:
         grey = grey + np.asarray(rng.normal(0.0, paper.noise, np.shape(grey)), np.float32)
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
+
+
+def draw_until(count: int, draw: Callable[[], T | None], failure: str) -> list[T]:
+    """Call `draw` until it has given `count` results (None: a drawing thrown away, drawn again) -> them.
+    After 20 x count + 100 calls without enough, RuntimeError(failure): a generator that never succeeds
+    (no ink the pipeline finds, a style it always mangles) must not loop for ever."""
+    results: list[T] = []
+    attempts = 0
+    while len(results) < count:
+        attempts += 1
+        if attempts > 20 * count + 100:
+            raise RuntimeError(failure)
+        result = draw()
+        if result is not None:
+            results.append(result)
+    return results
 
 
 def pipeline_crops(grey: np.ndarray, *, whole: bool = True, groups: bool = False) -> list[np.ndarray]:

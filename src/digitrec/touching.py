@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from digitrec.synth import on_paper, pipeline_crops, random_paper, tight
+from digitrec.synth import draw_until, on_paper, pipeline_crops, random_paper, tight
 
 HEIGHT = 84  # pixels: digits are drawn at about this height, then photographed by `synth.on_paper`
 WITH_A_ONE = 0.5  # the share of whole rows holding a 1: a 1 beside a digit hides in its width
@@ -85,18 +85,12 @@ def cut_digit(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray) 
 def cut_digit_crops(count: int, rng: np.random.Generator, digits: np.ndarray,
                     labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`count` pipeline crops of `cut_digit` -> ((count, 28, 28) float32, labels (count,))."""
-    crops: list[np.ndarray] = []
-    truths: list[int] = []
-    attempts = 0
-    while len(crops) < count:
-        attempts += 1
-        if attempts > 20 * count + 100:
-            raise RuntimeError("no cut digit could be drawn: check the digits and labels")
+    def draw() -> tuple[np.ndarray, int] | None:
         drawn = cut_digit(rng, digits, labels)
         if drawn is None:
-            continue
+            return None
         found = pipeline_crops(on_paper(drawn[0], random_paper(rng), rng), whole=True)
-        if found:
-            crops.append(found[0])
-            truths.append(drawn[1])
-    return np.stack(crops).astype(np.float32), np.array(truths)
+        return (found[0], drawn[1]) if found else None
+
+    made = draw_until(count, draw, "no cut digit could be drawn: check the digits and labels")
+    return np.stack([crop for crop, _ in made]).astype(np.float32), np.array([label for _, label in made])
